@@ -1,7 +1,383 @@
+"""`--model ilora`: HFLM plus a LoRA library composed per document.
+
+How a document's composition reaches the forward pass without re-implementing HFLM's batching:
+- loglikelihood / loglikelihood_rolling: each request's context tokens are prefixed with one tag
+  token `-(composition id + 1)`. HFLM sorts, groups and batches the tagged token lists as usual
+  (so its one-token logits cache can only merge requests of the SAME composition), and
+  `_model_call` strips the tag column into the per-row composition ids.
+- generate_until: contexts are `TaggedContext` strings (a `str` carrying the id), which HFLM
+  passes untouched to `tok_batch_encode`; `_model_generate` applies the recorded ids.
+Requests with different compositions therefore share batches, and results come back in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict
+
+import torch
+from lm_eval import utils as lm_utils
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
+
+from ilora_eval.adaptation import TaskData, live_tasks, load_tasks, task_data
+from ilora_eval.composition import CompositionState, inject
+from ilora_eval.errors import IloraError
+from ilora_eval.scoring import TargetScorer
+from ilora_eval.strategies.base import StrategyEnv
+from ilora_eval.strategies.registry import build_config, strategy_arg_names, strategy_class
+
+log = logging.getLogger(__name__)
+
+# HFLM passes unknown keyword arguments to from_pretrained; these are the ones we let through.
+FROM_PRETRAINED_KWARGS = {
+    "attn_implementation", "low_cpu_mem_usage", "device_map", "quantization_config", "load_in_8bit",
+    "load_in_4bit", "cache_dir", "token", "local_files_only", "use_safetensors", "torch_dtype",
+}
+OWN_ARGS = {"library", "strategy", "embedder", "composition", "exclude", "routing_log", "include_path",
+            "check_base", "progress"}
+
+
+class TaggedContext(str):
+    """A generation context that remembers its composition id."""
+
+    cid: int
+
+    def __new__(cls, text: str, cid: int):
+        obj = super().__new__(cls, text)
+        obj.cid = cid
+        return obj
+
+
+class _GenRequest:
+    __slots__ = ("args",)
+
+    def __init__(self, args):
+        self.args = args
 
 
 @register_model("ilora")
 class IloraLM(HFLM):
-    pass
+    _tag_slack = 0  # 1 while tagged token lists are scored: the tag is not a model position
+    _detecting = False
+
+    def __init__(self, pretrained, library: str | None = None, strategy: str = "ilora", embedder: str | None = None,
+                 composition: str = "param", exclude: str | None = None, routing_log: str | None = None,
+                 include_path: str | None = None, check_base: bool = True, progress: bool = True, **kwargs):
+        from lm_eval.models.huggingface import HFLM as _H
+        import inspect
+
+        hflm_args = set(inspect.signature(_H.__init__).parameters) - {"self", "kwargs"}
+        own_strategy_args = {k: kwargs.pop(k) for k in list(kwargs) if k in strategy_arg_names()}
+        self.strategy_config = build_config(strategy, own_strategy_args)
+        if own_strategy_args:
+            raise IloraError(f"{', '.join(sorted(own_strategy_args))} is not an argument of strategy={strategy}; "
+                             f"its arguments are {', '.join(sorted(asdict(self.strategy_config)))}")
+        unknown = sorted(k for k in kwargs if k not in hflm_args and k not in FROM_PRETRAINED_KWARGS)
+        if unknown:
+            raise IloraError(f"unknown model argument(s) {', '.join(unknown)} for --model ilora; see the README's "
+                             "model_args table (strategy arguments go with their strategy)")
+        if kwargs.get("peft") or kwargs.get("delta"):
+            raise IloraError("peft=/delta= cannot be combined with --model ilora; put the adapter in a library folder "
+                             "and use strategy=single_best/uniform, or use --model hf")
+        if library is None and strategy != "base":
+            raise IloraError(f"strategy={strategy} needs library=<folder of PEFT LoRA adapters or manifest>")
+        self.strategy_name = strategy
+        self.composition_mode = composition
+        self.exclude = exclude
+        self.routing_log_path = routing_log
+        self.include_paths = [p for p in (include_path or "").split(":") if p]
+        self.progress = _as_bool(progress)
+        super().__init__(pretrained=pretrained, **kwargs)
+
+        from ilora_eval.library import LoraLibrary
+
+        self.state = CompositionState(mode=composition)
+        self.library = None
+        if library is not None:
+            check = pretrained if _as_bool(check_base) and isinstance(pretrained, str) else None
+            self.library = LoraLibrary.open(library, exclude=exclude, check_base=check)
+            self.library_spec = str(library)
+            inject(self._model, self.library, self.state)
+        self._embedder_name = embedder
+        self._embedder = None
+        self._embed_cache: dict[str, object] = {}
+        ids = self.library.ids if self.library is not None else []
+        env = StrategyEnv(ids=ids, centroids=self._centroids, embed=self._embed,
+                          score=TargetScorer(self, self.state), progress=self.progress and self.rank == 0)
+        self.strategy = strategy_class(strategy)(self.strategy_config, env)
+        self._tasks: dict[str, TaskData] = {}
+        self._routes: dict[tuple, tuple[int, object]] = {}
+        self._route_records: list[dict] = []
+
+    # ------------------------------------------------------------ strategy plumbing
+    def _load_embedder(self):
+        if self._embedder is None:
+            from ilora_eval.embeddings import load_embedder
+
+            self._embedder = load_embedder(self._embedder_name, device="cpu")
+        return self._embedder
+
+    def _embed(self, texts: list[str]):
+        import numpy as np
+
+        missing = [t for t in dict.fromkeys(texts) if t not in self._embed_cache]
+        if missing:
+            for t, e in zip(missing, self._load_embedder().encode(missing)):
+                self._embed_cache[t] = e
+        return np.stack([self._embed_cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+    def _centroids(self):
+        from ilora_eval.library_index import INDEX_JSON, load_centroids
+
+        embedder = self._load_embedder()
+        if self.world_size > 1 and not (self.library.index_dir / INDEX_JSON).is_file():
+            if self.rank == 0:
+                load_centroids(self.library, embedder)
+            self.barrier()
+        return load_centroids(self.library, embedder)
+
+    def _ensure_fitted(self, requests) -> None:
+        # All tasks of the run are fitted together at the first request (their searches run in
+        # lock-step), from the evaluator's own Task objects: the same list on every rank.
+        tasks = live_tasks()
+        if tasks is not None:
+            names = sorted(tasks)
+        else:
+            tasks = {}
+            names = sorted({r.task_name for r in requests if r.task_name})
+            if self.world_size > 1:
+                from accelerate.utils import gather_object
+
+                names = sorted(set().union(*gather_object([names])))
+        new = [n for n in names if n not in self._tasks]
+        if new:
+            missing = [n for n in new if n not in tasks]
+            if missing:
+                tasks = {**tasks, **load_tasks(missing, self.include_paths)}
+            n_adapt = getattr(self.strategy_config, "n_adapt", 5)
+            for n in new:
+                task = tasks.get(n)
+                self._tasks[n] = task_data(n, task, n_adapt, self.strategy_config.seed) if task is not None else TaskData(n, None, [], "none")
+            self.strategy.fit([self._tasks[n] for n in new])
+        if self.world_size > 1 and self.strategy.learned:
+            # every rank learned the same thing from the same seed; rank 0's copy removes any float
+            # nondeterminism between devices
+            from accelerate.utils import broadcast_object_list
+
+            holder = [self.strategy.state]
+            broadcast_object_list(holder, from_process=0)
+            self.strategy.state = holder[0]
+
+    def _composition_ids(self, requests) -> list[int]:
+        self._ensure_fitted(requests)
+        pending = defaultdict(list)
+        for r in requests:
+            key = (r.task_name, r.doc_id)
+            if key not in self._routes and key not in {k for k, _ in pending[r.task_name]}:
+                data = self._tasks.get(r.task_name) or TaskData(str(r.task_name), None, [], "none")
+                pending[r.task_name].append((key, data.doc_text(r.doc, r.args[0])))
+        for task_name, items in pending.items():
+            data = self._tasks.get(task_name) or TaskData(str(task_name), None, [], "none")
+            routings = self.strategy.route(data, [text for _, text in items])
+            for (key, _), routing in zip(items, routings):
+                cid = self.state.register(routing.composition)
+                self._routes[key] = (cid, routing)
+                self._route_records.append(self._record(key, routing))
+        return [self._routes[(r.task_name, r.doc_id)][0] for r in requests]
+
+    def _record(self, key, routing) -> dict:
+        ids = self.library.ids if self.library is not None else []
+        comp = routing.composition
+        return {"task": key[0], "doc_id": key[1], "example": routing.example,
+                "adapters": [ids[i] for i in comp.indices], "weights": [round(w, 6) for w in comp.weights]}
+
+    # ------------------------------------------------------------ lm-eval request types
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        cids = self._composition_ids(requests)
+        new_reqs = []
+        for req, cid in zip(requests, cids):
+            context, continuation = req.args
+            if context == "":
+                cont = self.tok_encode(continuation, add_special_tokens=False)
+                ctx, cont = ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
+            else:
+                ctx, cont = self._encode_pair(context, continuation)
+            new_reqs.append(((context, continuation), self._tag(ctx, cont, cid), cont))
+        out = self._tagged_loglikelihood(new_reqs, disable_tqdm)
+        self._write_routing_log()
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        cids = self._composition_ids(requests)
+        windows, owners = [], []
+        for i, (req, cid) in enumerate(zip(requests, cids)):
+            for ctx, cont in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(req.args[0]), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=1)):
+                windows.append((None, self._tag(ctx, cont, cid), cont))
+                owners.append(i)
+        scores = self._tagged_loglikelihood(windows, disable_tqdm)
+        totals = [0.0] * len(requests)
+        for i, (ll, _) in zip(owners, scores):
+            totals[i] += ll
+        for req, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", (req.args[0],), total)
+        self._write_routing_log()
+        return totals
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        cids = self._composition_ids(requests)
+        tagged = [_GenRequest((TaggedContext(r.args[0], cid), *r.args[1:])) for r, cid in zip(requests, cids)]
+        out = super().generate_until(tagged, disable_tqdm=disable_tqdm)
+        self._write_routing_log()
+        return out
+
+    # ------------------------------------------------------------ tagging
+    def _tag(self, ctx: list[int], cont: list[int], cid: int) -> list[int]:
+        """Truncate as HFLM would (keeping the tag), then prefix the composition tag."""
+        limit = self.max_length
+        if self.backend == "causal":
+            if len(ctx) + len(cont) > limit + 1:
+                ctx = ctx[-max(1, limit + 1 - len(cont)):]
+        else:
+            ctx = ctx[-limit:]
+        return [-(cid + 1), *ctx]
+
+    def _tagged_loglikelihood(self, reqs, disable_tqdm):
+        self._tag_slack = 1
+        try:
+            return self._loglikelihood_tokens(reqs, disable_tqdm=disable_tqdm)
+        finally:
+            self._tag_slack = 0
+
+    @property
+    def max_length(self) -> int:
+        return HFLM.max_length.fget(self) + self._tag_slack
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        if self._detecting:
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        tags = inps[:, 0]
+        if not bool((tags < 0).all()):
+            raise IloraError("internal: a forward pass reached the model without composition tags")
+        self.state.set_rows((-tags - 1).cpu())
+        try:
+            logits = super()._model_call(inps[:, 1:], attn_mask=None if attn_mask is None else attn_mask[:, 1:],
+                                         labels=labels)
+        finally:
+            self.state.set_rows(None)
+        if self.backend == "causal":  # give the tag position a (never read) logit row back
+            logits = torch.cat([logits[:, :1], logits], dim=1)
+        return logits
+
+    def tok_batch_encode(self, strings, *args, **kwargs):
+        if strings and all(isinstance(s, TaggedContext) for s in strings):
+            self._gen_rows = [s.cid for s in strings]
+        return super().tok_batch_encode(list(map(str, strings)), *args, **kwargs)
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        rows = getattr(self, "_gen_rows", None)
+        if rows is None or len(rows) != context.shape[0]:
+            raise IloraError("internal: generation reached the model without composition ids")
+        self.state.set_rows(rows)
+        try:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        finally:
+            self.state.set_rows(None)
+            self._gen_rows = None
+
+    def _detect_batch_size(self, requests=None, pos: int = 0):
+        self._detecting = True
+        try:
+            return super()._detect_batch_size(requests, pos)
+        finally:
+            self._detecting = False
+
+    # ------------------------------------------------------------ reporting
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        routed = Counter((r["task"], r["example"]) for r in self._route_records)
+        info.update({
+            "ilora_strategy": self.strategy_name,
+            "ilora_args": asdict(self.strategy_config),
+            "ilora_library": getattr(self, "library_spec", None),
+            "ilora_library_hash": self.library.content_hash if self.library is not None else None,
+            "ilora_library_size": len(self.library) if self.library is not None else 0,
+            "ilora_exclude": self.exclude,
+            "ilora_embedder": self._embedder.name if self._embedder is not None else self._embedder_name,
+            "ilora_composition": self.composition_mode,
+            "ilora_tasks": {
+                name: {"adaptation_source": t.source, "n_adaptation_examples": len(t.examples),
+                       "learned": _named(self.strategy.state.get(name), self.library),
+                       "docs_per_example": {str(k[1]): v for k, v in routed.items() if k[0] == name}}
+                for name, t in self._tasks.items()
+            },
+        })
+        return info
+
+    def _write_routing_log(self) -> None:
+        path = self.routing_log_path or _default_routing_log()
+        if not path:
+            return
+        records = self._route_records
+        if self.world_size > 1:
+            from accelerate.utils import gather_object
+
+            records = gather_object(records)
+        if self.rank != 0:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for rec in sorted(records, key=lambda r: (str(r["task"]), r["doc_id"])):
+                fh.write(json.dumps(rec) + "\n")
+        os.replace(tmp, path)
+        self.routing_log_path = path
+
+
+def _named(state, library):
+    """Learned weights with adapter ids instead of indices (for the results JSON)."""
+    if not state or library is None:
+        return state
+    ids = library.ids
+
+    def conv(d):
+        if "indices" in d:
+            return {"adapters": [ids[i] for i in d["indices"]], "weights": d["weights"]}
+        return d
+
+    if "examples" in state:
+        return {"examples": [conv(e) for e in state["examples"]]}
+    if "adapter" in state:
+        return {"adapter": ids[state["adapter"]]}
+    return conv(state)
+
+
+def _default_routing_log() -> str | None:
+    """With `--log_samples --output_path DIR`, the routing log goes beside the samples."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "evaluate" and frame.f_globals.get("__name__") == "lm_eval.evaluator":
+            if not frame.f_locals.get("log_samples"):
+                return None
+            break
+        frame = frame.f_back
+    if frame is None:
+        return None
+    argv = sys.argv
+    for i, a in enumerate(argv):
+        if a in ("--output_path", "-o") and i + 1 < len(argv):
+            return os.path.join(argv[i + 1], f"ilora_routing_{time.strftime('%Y-%m-%dT%H-%M-%S')}.jsonl")
+        if a.startswith("--output_path="):
+            return os.path.join(a.split("=", 1)[1], f"ilora_routing_{time.strftime('%Y-%m-%dT%H-%M-%S')}.jsonl")
+    return None
+
+
+def _as_bool(v) -> bool:
+    return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")

@@ -1,0 +1,217 @@
+"""Per-row LoRA composition: every batch row may carry its own weighted mix of the library.
+
+`ComposedLoraLinear` wraps a base `nn.Linear` (or GPT-2 `Conv1D`) and holds that module's
+library stacked as A [N, r, d_in] and B [N, d_out, r] (scaling folded into B). A shared
+`CompositionState` says, for the forward pass in flight, which registered composition each row
+uses. Two modes:
+- "param" (LoraHub, exact): A_c = Σ w_i A_i, B_c = Σ w_i B_i, delta = B_c A_c x. Composed factors
+  are cached per composition while it repeats; only the composition's non-zero adapters are read.
+- "output" (mixture): delta = Σ w_i B_i A_i x, as one rank k·r product over each row's adapters.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ilora_eval.errors import IloraError
+
+BASE = 0  # composition id of "no adapter"
+MODES = ("param", "output")
+
+
+@dataclass(frozen=True)
+class Composition:
+    """Sparse weights over library adapters (indices into the library order)."""
+
+    indices: tuple[int, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def of(cls, indices, weights) -> "Composition":
+        pairs = [(int(i), float(w)) for i, w in zip(indices, weights) if float(w) != 0.0]
+        if not pairs:
+            return cls((), ())
+        i, w = zip(*pairs)
+        return cls(tuple(i), tuple(w))
+
+    @property
+    def is_base(self) -> bool:
+        return not self.indices
+
+
+@dataclass
+class CompositionState:
+    """Shared by all wrapped modules of one model."""
+
+    mode: str = "param"
+    cache_size: int = 256
+    compositions: list[Composition] = field(default_factory=lambda: [Composition((), ())])
+    ids: dict[Composition, int] = field(default_factory=dict)
+    rows: torch.Tensor | None = None  # [batch] composition ids for the forward in flight
+    transient_from: int | None = None  # ids >= this are search candidates: never cached
+    _plans: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise IloraError(f"composition={self.mode!r} is unknown; choose one of {', '.join(MODES)}")
+        self.ids[self.compositions[0]] = BASE
+
+    def set_rows(self, rows) -> None:
+        """Composition id per batch row for the next forward passes (None: base model)."""
+        self.rows = None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        self._plans = {}
+
+    def plan(self, batch: int, device) -> "RowPlan":
+        """Computed once per forward (not once per module): which compositions, which row uses which."""
+        key = (batch, str(device))
+        plan = self._plans.get(key)
+        if plan is None:
+            rows = _match_rows(self.rows, batch)
+            uniq, inverse = torch.unique(rows, return_inverse=True)
+            plan = RowPlan(uniq.tolist(), inverse.to(device), None, None)
+            if self.mode == "output":
+                comps = [self.compositions[c] for c in rows.tolist()]
+                k = max(1, max(len(c.indices) for c in comps))
+                idx = torch.zeros(batch, k, dtype=torch.long)
+                w = torch.zeros(batch, k, dtype=torch.float32)
+                for b, c in enumerate(comps):
+                    idx[b, : len(c.indices)] = torch.tensor(c.indices, dtype=torch.long)
+                    w[b, : len(c.indices)] = torch.tensor(c.weights, dtype=torch.float32)
+                plan = RowPlan(plan.uniq, plan.inverse, idx.to(device), w.to(device))
+            self._plans[key] = plan
+        return plan
+
+    def register(self, comp: Composition) -> int:
+        if comp.is_base:
+            return BASE
+        cid = self.ids.get(comp)
+        if cid is None:
+            cid = len(self.compositions)
+            self.compositions.append(comp)
+            self.ids[comp] = cid
+        return cid
+
+
+@dataclass
+class RowPlan:
+    uniq: list[int]
+    inverse: torch.Tensor
+    out_idx: torch.Tensor | None  # output mode: [batch, k] adapter indices
+    out_w: torch.Tensor | None  # output mode: [batch, k] weights
+
+
+class ComposedLoraLinear(nn.Module):
+    def __init__(self, base: nn.Module, A: torch.Tensor, B: torch.Tensor, state: CompositionState):
+        super().__init__()
+        self.base = base
+        self.register_buffer("lora_A", A, persistent=False)  # [N, r, d_in]
+        self.register_buffer("lora_B", B, persistent=False)  # [N, d_out, r]
+        self.state = state
+        self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        y = self.base(x, *args, **kwargs)
+        if self.state.rows is None:
+            return y
+        plan = self.state.plan(x.shape[0], x.device)
+        if plan.uniq == [BASE]:
+            return y
+        x3 = x if x.dim() == 3 else x.unsqueeze(1)
+        if self.state.mode == "output":
+            delta = self._output_mix(x3, plan)
+        elif len(plan.uniq) == 1:
+            A, B = self._composed(plan.uniq[0])
+            delta = (x3.to(A.dtype) @ A.T) @ B.T
+        else:
+            factors = [self._composed(c) for c in plan.uniq]
+            A = torch.stack([f[0] for f in factors])[plan.inverse]  # [b, r, d_in]
+            B = torch.stack([f[1] for f in factors])[plan.inverse]  # [b, d_out, r]
+            delta = torch.bmm(torch.bmm(x3.to(A.dtype), A.transpose(1, 2)), B.transpose(1, 2))
+        delta = delta if x.dim() == 3 else delta.squeeze(1)
+        return y + delta.to(y.dtype)
+
+    def _composed(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        hit = self._cache.get(cid)
+        if hit is not None:
+            self._cache.move_to_end(cid)
+            return hit
+        comp = self.state.compositions[cid]
+        if comp.is_base:
+            r, d_in = self.lora_A.shape[1:]
+            out = (self.lora_A.new_zeros(r, d_in), self.lora_B.new_zeros(self.lora_B.shape[1], r))
+        else:
+            idx = torch.tensor(comp.indices, device=self.lora_A.device)
+            w = torch.tensor(comp.weights, device=self.lora_A.device, dtype=torch.float32)
+            A = torch.einsum("n,nrd->rd", w, self.lora_A.index_select(0, idx).float())
+            B = torch.einsum("n,nor->or", w, self.lora_B.index_select(0, idx).float())
+            out = (A.to(self.lora_A.dtype), B.to(self.lora_B.dtype))
+        transient = self.state.transient_from is not None and cid >= self.state.transient_from
+        if not transient:
+            self._cache[cid] = out
+            while len(self._cache) > self.state.cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+    def _output_mix(self, x3: torch.Tensor, plan: RowPlan) -> torch.Tensor:
+        idx, w = plan.out_idx, plan.out_w.to(self.lora_A.dtype)
+        b, k = idx.shape
+        n, r, d_in = self.lora_A.shape
+        A = self.lora_A[idx].reshape(b, k * r, d_in)  # [b, k·r, d_in]
+        B = self.lora_B[idx].permute(0, 2, 1, 3).reshape(b, self.lora_B.shape[1], k * r)
+        h = torch.bmm(x3.to(A.dtype), A.transpose(1, 2)) * w.repeat_interleave(r, dim=1).unsqueeze(1)
+        return torch.bmm(h, B.transpose(1, 2))
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+def _match_rows(rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """Generation expands rows (beams, sampled returns): repeat each row's id accordingly."""
+    if rows.numel() == batch:
+        return rows
+    if batch % rows.numel() == 0:
+        return rows.repeat_interleave(batch // rows.numel())
+    raise IloraError(f"internal: batch of {batch} rows does not match {rows.numel()} composition ids")
+
+
+def inject(model: nn.Module, library, state: CompositionState) -> list[str]:
+    """Replace every library target module of `model` by a ComposedLoraLinear, in place."""
+    names = dict(model.named_modules())
+    wrapped = []
+    for path, stacked in library.modules.items():
+        module = names.get(path)
+        if module is None:
+            alt = [n for n in names if n.endswith("." + path) or path.endswith("." + n)]
+            module = names.get(alt[0]) if len(alt) == 1 else None
+            path = alt[0] if module is not None else path
+        if module is None:
+            raise IloraError(f"library module {path!r} does not exist in the base model; the adapters were trained on another architecture")
+        if isinstance(module, ComposedLoraLinear):
+            raise IloraError(f"module {path} is already composed; inject the library once")
+        d_in, d_out = _features(module, path)
+        if stacked.A.shape[2] != d_in or stacked.B.shape[1] != d_out:
+            raise IloraError(f"adapter shapes for {path} ({stacked.B.shape[1]}x{stacked.A.shape[2]}) do not match the "
+                             f"base model's module ({d_out}x{d_in}); the adapters were trained on another base model")
+        weight = module.weight
+        parent_name, _, child = path.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, ComposedLoraLinear(module, stacked.A.to(weight.device, weight.dtype),
+                                                  stacked.B.to(weight.device, weight.dtype), state))
+        wrapped.append(path)
+    return wrapped
+
+
+def _features(module: nn.Module, path: str) -> tuple[int, int]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if type(module).__name__ == "Conv1D":  # GPT-2: weight is [d_in, d_out]
+        return module.weight.shape[0], module.weight.shape[1]
+    raise IloraError(f"LoRA on {path} ({type(module).__name__}) is not supported; only Linear and Conv1D targets can be composed")
+
+
+def composed_modules(model: nn.Module) -> list[ComposedLoraLinear]:
+    return [m for m in model.modules() if isinstance(m, ComposedLoraLinear)]

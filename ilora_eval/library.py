@@ -1,0 +1,299 @@
+"""A LoRA library: PEFT LoRA adapters on one base model, validated and stacked per module.
+
+Layout accepted by `LoraLibrary.open(spec)`:
+- a directory whose subdirectories are PEFT adapters (`adapter_config.json` + weights), each
+  optionally with `texts.jsonl` (`{"text": ...}` per line, a sample of its training data);
+- a manifest file (`.json`: `{"adapters": [{"id": ..., "path": ..., "texts": ...}, ...]}` or a
+  list of such entries / strings; `.txt`: one Hub id or path per line) naming local paths or
+  Hub ids (resolved through the Hub cache, so offline runs need them downloaded beforehand).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ilora_eval.errors import IloraError
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
+TEXTS_NAME = "texts.jsonl"
+INDEX_DIR = "ilora_index"
+_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
+
+
+@dataclass
+class AdapterEntry:
+    name: str
+    path: Path
+    texts_path: Path | None = None
+
+
+@dataclass
+class AdapterSpec:
+    """What every adapter of one library must share."""
+
+    base_model: str
+    rank: int
+    target_modules: tuple[str, ...]
+    modules: tuple[str, ...]  # module paths (relative to the transformers model) carrying LoRA weights
+
+    def describe(self) -> str:
+        return f"base={self.base_model!r} r={self.rank} target_modules={list(self.target_modules)}"
+
+
+@dataclass
+class StackedModule:
+    """One target module's library: A [N, r, d_in] and B·scaling [N, d_out, r]."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+
+
+@dataclass
+class LoraLibrary:
+    entries: list[AdapterEntry]
+    spec: AdapterSpec
+    modules: dict[str, StackedModule]
+    digests: dict[str, str]  # adapter id -> sha256 of its config, weights and texts
+    index_dir: Path
+    texts: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self.digests):
+            h.update(f"{name}={self.digests[name]};".encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def open(cls, spec: str | os.PathLike, *, exclude: str | None = None, check_base: str | None = None,
+             dtype: torch.dtype = torch.float32) -> "LoraLibrary":
+        entries, index_dir = discover(spec)
+        entries = apply_exclude(entries, exclude)
+        if not entries:
+            raise IloraError(f"library {spec} holds no adapters after exclude={exclude!r}; loosen the exclude pattern")
+        digests: dict[str, str] = {}
+        per_adapter: list[dict[str, torch.Tensor]] = []
+        configs = []
+        for entry in entries:
+            cfg, cfg_bytes = read_config(entry)
+            weights, weight_bytes = read_weights(entry)
+            configs.append(cfg)
+            per_adapter.append(weights)
+            h = hashlib.sha256(hashlib.sha256(cfg_bytes).digest() + hashlib.sha256(weight_bytes).digest())
+            if entry.texts_path is not None:
+                h.update(hashlib.sha256(entry.texts_path.read_bytes()).digest())
+            digests[entry.name] = h.hexdigest()
+        spec_ = check_compatible(entries, configs, per_adapter)
+        if check_base is not None:
+            _check_base(spec_, check_base)
+        modules = stack(entries, configs, per_adapter, spec_, dtype)
+        texts = {e.name: read_texts(e) for e in entries if e.texts_path is not None}
+        return cls(entries, spec_, modules, digests, index_dir, texts)
+
+    def to(self, device, dtype=None) -> "LoraLibrary":
+        for m in self.modules.values():
+            m.A = m.A.to(device=device, dtype=dtype or m.A.dtype)
+            m.B = m.B.to(device=device, dtype=dtype or m.B.dtype)
+        return self
+
+
+def discover(spec: str | os.PathLike) -> tuple[list[AdapterEntry], Path]:
+    path = Path(os.path.expanduser(str(spec)))
+    if path.is_dir():
+        subdirs = sorted(p for p in path.iterdir() if p.is_dir() and (p / CONFIG_NAME).is_file())
+        if not subdirs:
+            if (path / CONFIG_NAME).is_file():
+                raise IloraError(f"library {path} is a single adapter; put each adapter in its own subdirectory of the library folder")
+            raise IloraError(f"library {path} holds no adapters (no subdirectory with {CONFIG_NAME}); point library= to a folder of PEFT LoRA adapters or a manifest")
+        return [AdapterEntry(p.name, p, _texts(p)) for p in subdirs], path / INDEX_DIR
+    if path.is_file():
+        return read_manifest(path), path.with_name(path.name + ".index")
+    raise IloraError(f"library {path} does not exist; pass library=<folder of PEFT adapters> or library=<manifest.json|.txt>")
+
+
+def read_manifest(path: Path) -> list[AdapterEntry]:
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise IloraError(f"library manifest {path} is not valid JSON ({err.msg} at line {err.lineno}); fix the file") from None
+        items = data.get("adapters") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise IloraError(f"library manifest {path} must hold a list of adapters or {{\"adapters\": [...]}}")
+    else:
+        items = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    entries = []
+    for item in items:
+        item = {"id": item} if isinstance(item, str) else item
+        if "id" not in item and "path" not in item:
+            raise IloraError(f"library manifest {path}: entry {item} has neither 'id' nor 'path'")
+        ref = item.get("path") or item["id"]
+        local = resolve_adapter(ref, base=path.parent)
+        name = item.get("id") or local.name
+        texts = item.get("texts")
+        texts_path = (path.parent / texts) if texts else _texts(local)
+        entries.append(AdapterEntry(name, local, texts_path))
+    if not entries:
+        raise IloraError(f"library manifest {path} lists no adapters")
+    return entries
+
+
+def resolve_adapter(ref: str, base: Path) -> Path:
+    for cand in (Path(os.path.expanduser(ref)), base / ref):
+        if (cand / CONFIG_NAME).is_file():
+            return cand
+    if ref.count("/") == 1 and not ref.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(ref, allow_patterns=[CONFIG_NAME, *WEIGHT_NAMES]))
+        except Exception as err:  # network, auth or offline cache miss
+            raise IloraError(f"adapter {ref!r} could not be fetched from the Hub ({type(err).__name__}); download it or list a local path instead") from None
+    raise IloraError(f"adapter {ref!r} not found (no {CONFIG_NAME}); fix the path in the library manifest")
+
+
+def _texts(p: Path) -> Path | None:
+    return p / TEXTS_NAME if (p / TEXTS_NAME).is_file() else None
+
+
+def apply_exclude(entries: list[AdapterEntry], exclude: str | None) -> list[AdapterEntry]:
+    """`exclude` is a `|`-separated list of adapter ids or one regular expression (full match)."""
+    if not exclude:
+        return entries
+    names = {e.name for e in entries}
+    parts = [p for p in exclude.split("|") if p]
+    if all(p in names for p in parts):
+        return [e for e in entries if e.name not in parts]
+    try:
+        pattern = re.compile(exclude)
+    except re.error as err:
+        raise IloraError(f"exclude={exclude!r} is neither adapter ids nor a valid regex ({err}); fix the pattern") from None
+    return [e for e in entries if not pattern.fullmatch(e.name)]
+
+
+def read_config(entry: AdapterEntry) -> tuple[dict, bytes]:
+    raw = (entry.path / CONFIG_NAME).read_bytes()
+    try:
+        cfg = json.loads(raw)
+    except json.JSONDecodeError:
+        raise IloraError(f"adapter {entry.name}: {CONFIG_NAME} is not valid JSON; re-save the adapter") from None
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        raise IloraError(f"adapter {entry.name} is a {cfg.get('peft_type')} adapter; only LoRA adapters can be composed")
+    if cfg.get("use_dora"):
+        raise IloraError(f"adapter {entry.name} uses DoRA; only plain LoRA adapters can be composed")
+    return cfg, raw
+
+
+def read_weights(entry: AdapterEntry) -> tuple[dict[str, torch.Tensor], bytes]:
+    for name in WEIGHT_NAMES:
+        f = entry.path / name
+        if f.is_file():
+            raw = f.read_bytes()
+            try:
+                if name.endswith(".safetensors"):
+                    from safetensors.torch import load as load_safetensors
+
+                    return load_safetensors(raw), raw
+                import io
+
+                return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True), raw
+            except Exception as err:
+                raise IloraError(f"adapter {entry.name}: {name} is corrupt or truncated ({type(err).__name__}); re-download or re-save it") from None
+    raise IloraError(f"adapter {entry.name} at {entry.path} has no weights ({' or '.join(WEIGHT_NAMES)}); re-save it with save_pretrained")
+
+
+def lora_modules(weights: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in weights.items():
+        m = _KEY.match(key)
+        if m:
+            out.setdefault(m["module"], {})[m["which"]] = tensor
+    return out
+
+
+def check_compatible(entries, configs, weights) -> AdapterSpec:
+    specs = []
+    for entry, cfg, w in zip(entries, configs, weights):
+        mods = lora_modules(w)
+        if not mods or any(set(v) != {"A", "B"} for v in mods.values()):
+            raise IloraError(f"adapter {entry.name}: weights hold no complete lora_A/lora_B pairs; is it a LoRA adapter?")
+        ranks = {v["A"].shape[0] for v in mods.values()}
+        targets = cfg.get("target_modules") or []
+        targets = tuple(sorted(targets)) if isinstance(targets, list) else (str(targets),)
+        specs.append(AdapterSpec(str(cfg.get("base_model_name_or_path") or ""), int(cfg.get("r", max(ranks))),
+                                 targets, tuple(sorted(mods))))
+        if len(ranks) != 1 or specs[-1].rank not in ranks:
+            raise IloraError(f"adapter {entry.name}: rank_pattern/mixed ranks {sorted(ranks)} are not supported; all modules must have rank r")
+    ref = specs[0]
+    for entry, s in zip(entries[1:], specs[1:]):
+        for what in ("base_model", "rank", "target_modules", "modules"):
+            if getattr(s, what) != getattr(ref, what):
+                raise IloraError(f"adapter {entry.name} does not match the library ({what}: {_short(getattr(s, what))} vs "
+                                 f"{_short(getattr(ref, what))} of {entries[0].name}); remove it or exclude it with exclude=")
+    return ref
+
+
+def _short(v) -> str:
+    s = repr(list(v) if isinstance(v, tuple) else v)
+    return s if len(s) < 80 else s[:77] + "..."
+
+
+def _check_base(spec: AdapterSpec, pretrained: str) -> None:
+    def norm(s):
+        return s.rstrip("/").split("/")[-1].lower()
+
+    if spec.base_model and norm(spec.base_model) != norm(pretrained):
+        raise IloraError(f"library adapters were trained on {spec.base_model!r} but pretrained={pretrained!r}; "
+                         "use the matching base model, or pass check_base=false if the names differ but the model is the same")
+
+
+def scaling(cfg: dict) -> float:
+    r, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
+    return alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
+
+
+def stack(entries, configs, weights, spec: AdapterSpec, dtype) -> dict[str, StackedModule]:
+    """Scaling is folded into B so adapters with different alpha compose exactly as LoraHub's
+    A=Σw·A, B=Σw·B would with one shared scale."""
+    per = [lora_modules(w) for w in weights]
+    out = {}
+    for module in spec.modules:
+        A = torch.stack([p[module]["A"].to(torch.float32) for p in per])
+        B = torch.stack([p[module]["B"].to(torch.float32) * scaling(c) for p, c in zip(per, configs)])
+        if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
+            bad = [e.name for e, p in zip(entries, per) if not (torch.isfinite(p[module]["A"]).all() and torch.isfinite(p[module]["B"]).all())]
+            raise IloraError(f"adapter(s) {bad} hold non-finite weights in {module}; re-train or remove them")
+        out[module] = StackedModule(A.to(dtype), B.to(dtype))
+    return out
+
+
+def read_texts(entry: AdapterEntry, limit: int | None = None) -> list[str]:
+    texts = []
+    with open(entry.texts_path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                texts.append(str(json.loads(line)["text"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise IloraError(f"{entry.texts_path}:{lineno} is not a JSON line with a 'text' field; fix or remove the file") from None
+            if limit and len(texts) >= limit:
+                break
+    return texts

@@ -1,0 +1,90 @@
+"""The library index: one centroid (mean sentence embedding of its texts) per adapter.
+
+Written next to the adapters as `centroids.safetensors` + `index.json` (base model, rank, target
+modules, embedder id and a per-adapter content digest). A stale index (an adapter changed, or
+another embedder) is refused rather than silently rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ilora_eval.embeddings import Embedder
+from ilora_eval.errors import IloraError
+from ilora_eval.library import LoraLibrary
+
+INDEX_JSON = "index.json"
+CENTROIDS = "centroids.safetensors"
+INDEX_VERSION = 1
+
+
+def build_index(library: LoraLibrary, embedder: Embedder, *, max_texts: int = 200, progress: bool = True) -> Path:
+    missing = [e.name for e in library.entries if not library.texts.get(e.name)]
+    if missing:
+        raise IloraError(f"adapters {missing[:5]} have no texts.jsonl (or it is empty); add a sample of each adapter's "
+                         "training texts as texts.jsonl before building the index")
+    from tqdm.auto import tqdm
+
+    centroids = {}
+    for entry in tqdm(library.entries, desc="Embedding adapter texts", disable=not progress):
+        emb = embedder.encode(library.texts[entry.name][:max_texts])
+        c = emb.mean(axis=0)
+        centroids[entry.name] = torch.from_numpy(c / max(np.linalg.norm(c), 1e-12))
+    meta = {
+        "version": INDEX_VERSION,
+        "embedder": embedder.name,
+        "base_model": library.spec.base_model,
+        "rank": library.spec.rank,
+        "target_modules": list(library.spec.target_modules),
+        "library_hash": library.content_hash,
+        "adapters": library.digests,
+        "max_texts": max_texts,
+    }
+    out = library.index_dir
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    _atomic(out / CENTROIDS, lambda p: save_file(centroids, p))
+    _atomic(out / INDEX_JSON, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    return out
+
+
+def _atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_centroids(library: LoraLibrary, embedder: Embedder, *, build_if_missing: bool = True) -> np.ndarray:
+    """Centroids [N, dim] in library order; builds the index when there is none."""
+    meta_path = library.index_dir / INDEX_JSON
+    if not meta_path.is_file():
+        if not build_if_missing:
+            raise IloraError(f"library index {library.index_dir} is missing; run `ilora-eval library build` first")
+        build_index(library, embedder)
+    meta = json.loads(meta_path.read_text())
+    fix = f"rebuild it with `ilora-eval library build <library> --embedder {embedder.name}`"
+    if meta.get("embedder") != embedder.name:
+        raise IloraError(f"library index {library.index_dir} was built with embedder {meta.get('embedder')!r}, not {embedder.name!r}; {fix}")
+    indexed = meta.get("adapters", {})
+    stale = [n for n, d in library.digests.items() if indexed.get(n) != d]
+    if stale:
+        raise IloraError(f"library index {library.index_dir} is stale for adapters {stale[:5]} (changed or added since it was built); {fix}")
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(library.index_dir / CENTROIDS))
+    except Exception as err:
+        raise IloraError(f"library index {library.index_dir / CENTROIDS} is unreadable ({type(err).__name__}); {fix}") from None
+    return np.stack([tensors[n].numpy() for n in library.ids]).astype(np.float32)

@@ -1,0 +1,77 @@
+"""What every strategy gets (`StrategyEnv`) and returns (`Routing` per document)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from ilora_eval.adaptation import Example, TaskData
+from ilora_eval.composition import Composition
+from ilora_eval.errors import IloraError
+
+
+@dataclass
+class Routing:
+    composition: Composition
+    example: int | None = None  # index of the adaptation example the document was routed to
+
+
+@dataclass
+class StrategyEnv:
+    ids: list[str]  # library adapter ids, library order
+    centroids: Callable[[], np.ndarray]  # [N, dim], unit norm (lazy: loads the embedder and index)
+    embed: Callable[[list[str]], np.ndarray]  # unit-norm embeddings
+    # score(compositions, examples per composition) -> mean target cross-entropy per composition
+    score: Callable[[list[Composition], list[list[Example]]], list[float]]
+    progress: bool = True
+    _centroids: np.ndarray | None = field(default=None, repr=False)
+
+    def library_centroids(self) -> np.ndarray:
+        if self._centroids is None:
+            self._centroids = self.centroids()
+        return self._centroids
+
+
+class Strategy:
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    needs_examples: ClassVar[bool] = False
+    learned: ClassVar[bool] = False  # learns weights (worth caching, must agree across ranks)
+
+    def __init__(self, config, env: StrategyEnv):
+        self.config = config
+        self.env = env
+        self.state: dict[str, dict] = {}  # per task: what fit() learned (JSON-able)
+
+    def fit(self, tasks: list[TaskData]) -> None:
+        """Learn per task what routing needs; called once with all tasks of the run."""
+        for t in tasks:
+            if self.needs_examples and not t.examples:
+                raise IloraError(f"strategy={self.name} needs adaptation examples but task {t.name!r} has none "
+                                 "(no fewshot split/samples, train or validation docs); use a task-pack task or "
+                                 "strategy=retrieve_fuse/uniform/base")
+        todo = [t for t in tasks if t.name not in self.state]
+        if todo:
+            self._fit(todo)
+
+    def _fit(self, tasks: list[TaskData]) -> None:
+        for t in tasks:
+            self.state[t.name] = {}
+
+    def route(self, task: TaskData, doc_texts: list[str]) -> list[Routing]:
+        raise NotImplementedError
+
+
+def top_k(sims: np.ndarray, k: int, order: str = "desc") -> np.ndarray:
+    """Indices of the k most (desc) or least (asc, the reference code's sort) similar, stable."""
+    keys = -sims if order == "desc" else sims
+    return np.argsort(keys, kind="stable")[:k]
+
+
+def check_top_k(k: int, n: int) -> None:
+    if k > n:
+        raise IloraError(f"top_k={k} is larger than the library ({n} adapters); lower top_k")
+    if k < 1:
+        raise IloraError(f"top_k={k} must be at least 1")

@@ -1,0 +1,44 @@
+"""LoraHub (task level): n_modules adapters drawn by seed, one learned composition per task."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ilora_eval.composition import Composition
+from ilora_eval.errors import IloraError
+from ilora_eval.strategies.base import Routing, Strategy
+from ilora_eval.strategies.learned import SearchArgs, SearchJob, learn_weights
+from ilora_eval.strategies.registry import register_strategy
+
+
+@dataclass
+class LoraHubConfig(SearchArgs):
+    n_modules: int = 20
+
+
+@register_strategy("lorahub")
+class LoraHubStrategy(Strategy):
+    Config = LoraHubConfig
+    needs_examples = True
+    learned = True
+
+    def drawn_modules(self) -> list[int]:
+        n = len(self.env.ids)
+        if self.config.n_modules > n:
+            raise IloraError(f"n_modules={self.config.n_modules} is larger than the library ({n} adapters); lower n_modules")
+        # LoraHub draws by name with random.sample after random.seed(seed); ids are sorted here so the
+        # draw does not depend on the order the library was listed in
+        names = sorted(self.env.ids)
+        drawn = random.Random(self.config.seed).sample(names, self.config.n_modules)
+        return [self.env.ids.index(name) for name in drawn]
+
+    def _fit(self, tasks):
+        indices = self.drawn_modules()
+        jobs = [SearchJob(f"task {t.name}", indices, t.examples, self.config.seed) for t in tasks]
+        for t, w in zip(tasks, learn_weights(jobs, self.config, self.env)):
+            self.state[t.name] = {"indices": indices, "weights": [float(x) for x in w]}
+
+    def route(self, task, doc_texts):
+        s = self.state[task.name]
+        return [Routing(Composition.of(s["indices"], s["weights"]))] * len(doc_texts)

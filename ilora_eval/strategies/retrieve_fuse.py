@@ -1,0 +1,43 @@
+"""Training-free instance level (LoraRetriever-style): per document, its top_k adapters by
+similarity of its input to the centroids, weighted softmax(similarity / temperature)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ilora_eval.composition import Composition
+from ilora_eval.errors import IloraError
+from ilora_eval.strategies.base import Routing, Strategy, check_top_k, top_k
+from ilora_eval.strategies.registry import StrategyConfig, register_strategy
+
+
+@dataclass
+class RetrieveFuseConfig(StrategyConfig):
+    top_k: int = 3
+    temperature: float = 0.1
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            raise IloraError(f"temperature={self.temperature} must be positive")
+
+
+def softmax(x: np.ndarray, temperature: float) -> np.ndarray:
+    z = (x - x.max()) / temperature
+    e = np.exp(z)
+    return e / e.sum()
+
+
+@register_strategy("retrieve_fuse")
+class RetrieveFuseStrategy(Strategy):
+    Config = RetrieveFuseConfig
+
+    def route(self, task, doc_texts):
+        check_top_k(self.config.top_k, len(self.env.ids))
+        sims = self.env.embed(doc_texts) @ self.env.library_centroids().T
+        out = []
+        for row in sims:
+            idx = top_k(row, self.config.top_k)
+            out.append(Routing(Composition.of(idx, softmax(row[idx], self.config.temperature))))
+        return out

@@ -1,0 +1,44 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BBH = REPO.parent / "shared" / "data" / "bbh"
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny")
+
+
+def _build(root: Path, kind: str):
+    import tiny
+
+    base = root / f"{kind}_base"
+    lib = root / f"{kind}_lib"
+    if not base.exists():
+        tiny.make_model(base, kind)
+        tiny.make_library(base, lib, kind)
+    return base, lib
+
+
+@pytest.fixture(scope="session")
+def llama(tiny_root):
+    return _build(tiny_root, "llama")
+
+
+@pytest.fixture(scope="session")
+def t5(tiny_root):
+    return _build(tiny_root, "t5")
+
+
+@pytest.fixture(scope="session")
+def gpt2(tiny_root):
+    return _build(tiny_root, "gpt2")

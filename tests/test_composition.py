@@ -1,0 +1,141 @@
+"""The per-row layer against independent computations: a merged PEFT adapter holding the
+composed weights (LoraHub's A=Σw·A, B=Σw·B), per-composition forwards, and Σ w·B·A x."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ilora_eval.composition import Composition, CompositionState, composed_modules, inject
+from ilora_eval.library import LoraLibrary, lora_modules
+
+AUTO = {"llama": "AutoModelForCausalLM", "gpt2": "AutoModelForCausalLM", "t5": "AutoModelForSeq2SeqLM"}
+
+
+def load_base(kind, base):
+    import transformers
+
+    return getattr(transformers, AUTO[kind]).from_pretrained(base).eval()
+
+
+def forward(model, kind, ids):
+    if kind == "t5":
+        return model(input_ids=ids, decoder_input_ids=ids[:, :5]).logits
+    return model(input_ids=ids).logits
+
+
+def merged_peft_logits(kind, base, lib, names, weights, ids):
+    """Write the LoraHub composition into a PEFT adapter slot, merge it, run the model."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_base(kind, base), str(lib / names[0]))
+    per = [lora_modules(load_file(str(lib / n / "adapter_model.safetensors"))) for n in names]
+    state = {}
+    for name, param in model.named_parameters():
+        if ".lora_A." in name or ".lora_B." in name:
+            module = name.split("base_model.model.", 1)[1].split(".lora_")[0]
+            which = "A" if ".lora_A." in name else "B"
+            state[name] = sum(w * p[module][which] for w, p in zip(weights, per))
+    model.load_state_dict(state, strict=False)
+    merged = model.merge_and_unload()
+    with torch.no_grad():
+        return forward(merged, kind, ids)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "t5"])
+def test_composition_equals_merged_peft_adapter(kind, request):
+    base, lib = request.getfixturevalue(kind)
+    library = LoraLibrary.open(lib)
+    idx, weights = [0, 2, 3], [0.7, -1.2, 0.4]
+    ids = torch.randint(4, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    model = load_base(kind, base)
+    with torch.no_grad():
+        plain = forward(model, kind, ids)
+    state = CompositionState()
+    wrapped = inject(model, library, state)
+    assert len(wrapped) == len(library.modules) > 0
+    cid = state.register(Composition.of(idx, weights))
+    state.set_rows([cid, cid])
+    with torch.no_grad():
+        ours = forward(model, kind, ids)
+    expected = merged_peft_logits(kind, base, lib, [library.ids[i] for i in idx], weights, ids)
+    assert not torch.allclose(expected, plain, atol=1e-3), "the adapters must change the logits"
+    torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
+    state.set_rows(None)
+    with torch.no_grad():
+        torch.testing.assert_close(forward(model, kind, ids), plain)
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_mixed_batch_equals_one_composition_at_a_time(kind, request):
+    base, lib = request.getfixturevalue(kind)
+    library = LoraLibrary.open(lib)
+    model = load_base(kind, base)
+    state = CompositionState()
+    inject(model, library, state)
+    comps = [Composition.of([0, 1], [0.5, 0.5]), Composition((), ()), Composition.of([2, 4, 5], [1.0, -0.3, 0.8])]
+    cids = [state.register(c) for c in comps]
+    ids = torch.randint(4, 300, (3, 7), generator=torch.Generator().manual_seed(1))
+    state.set_rows(cids)
+    with torch.no_grad():
+        mixed = forward(model, kind, ids)
+    for row, cid in enumerate(cids):
+        state.set_rows([cid])
+        with torch.no_grad():
+            alone = forward(model, kind, ids[row : row + 1])
+        torch.testing.assert_close(mixed[row : row + 1], alone, atol=5e-5, rtol=1e-3)
+
+
+def test_output_mode_is_weighted_sum_of_adapter_outputs(llama):
+    base, lib = llama
+    library = LoraLibrary.open(lib)
+    state = CompositionState(mode="output")
+    model = load_base("llama", base)
+    inject(model, library, state)
+    layer = composed_modules(model)[0]
+    comp = Composition.of([1, 3], [0.6, -0.9])
+    cid = state.register(comp)
+    x = torch.randn(2, 5, layer.lora_A.shape[2])
+    state.set_rows([cid, 0])
+    with torch.no_grad():
+        y = layer(x)
+        base_y = layer.base(x)
+    expected = sum(w * (x @ layer.lora_A[i].T @ layer.lora_B[i].T) for i, w in zip(comp.indices, comp.weights))
+    torch.testing.assert_close(y[0], base_y[0] + expected[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(y[1], base_y[1])  # the base row gets no delta
+
+
+def test_beam_expansion_repeats_row_ids(llama):
+    base, lib = llama
+    library = LoraLibrary.open(lib)
+    state = CompositionState()
+    model = load_base("llama", base)
+    inject(model, library, state)
+    layer = composed_modules(model)[0]
+    a, b = state.register(Composition.of([0], [1.0])), state.register(Composition.of([1], [1.0]))
+    x = torch.randn(2, 3, layer.lora_A.shape[2])
+    state.set_rows([a, b])
+    with torch.no_grad():
+        two = layer(x)
+        state.set_rows([a, b])
+        beams = layer(x.repeat_interleave(3, dim=0))  # generate() with num_beams=3
+    torch.testing.assert_close(beams[0], two[0])
+    torch.testing.assert_close(beams[5], two[1])
+
+
+def test_composition_cache_is_reused_and_bounded(llama):
+    base, lib = llama
+    library = LoraLibrary.open(lib)
+    state = CompositionState(cache_size=2)
+    model = load_base("llama", base)
+    inject(model, library, state)
+    layer = composed_modules(model)[0]
+    x = torch.randn(1, 2, layer.lora_A.shape[2])
+    cids = [state.register(Composition.of([i], [1.0])) for i in range(3)]
+    for cid in cids:
+        state.set_rows([cid])
+        layer(x)
+    assert list(layer._cache) == cids[1:]
+    first = layer._cache[cids[2]][0]
+    state.set_rows([cids[2]])
+    layer(x)
+    assert layer._cache[cids[2]][0] is first
