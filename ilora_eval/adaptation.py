@@ -57,26 +57,34 @@ def live_tasks() -> dict | None:
 
 
 def load_tasks(names: list[str], include_paths: list[str]) -> dict:
+    """Tasks by name through a TaskManager that also sees the task pack; unknown names are left
+    out (their documents are routed by the prompt text, and no adaptation examples exist)."""
     from lm_eval.tasks import TaskManager
 
     from ilora_eval.task_paths import task_pack_dir
 
     manager = TaskManager(include_path=[str(task_pack_dir()), *include_paths])
-    loaded = manager.load(names)
-    return loaded["tasks"] if isinstance(loaded, dict) and "tasks" in loaded else loaded
+    out = {}
+    for name in names:
+        try:
+            loaded = manager.load([name])
+        except KeyError:
+            continue
+        out.update(loaded["tasks"] if isinstance(loaded, dict) and "tasks" in loaded else loaded)
+    return out
 
 
 def adaptation_docs(task, n: int, seed: int) -> tuple[list, str]:
     cfg = task.config
     docs, source = None, None
-    fewshot_cfg = cfg.fewshot_config if isinstance(cfg.fewshot_config, dict) else {}
-    if getattr(cfg, "fewshot_split", None) or fewshot_cfg.get("split"):
-        split = cfg.fewshot_split or fewshot_cfg.get("split")
+    fewshot = getattr(task, "fewshot_cfg", None)  # lm-eval's FewshotConfig (split, samples, ...)
+    split = getattr(cfg, "fewshot_split", None) or getattr(fewshot, "split", None)
+    if split:
         if split == cfg.test_split:
             raise IloraError(f"task {cfg.task}: fewshot_split equals the test split {split!r}; adaptation examples "
                              "would be scored documents. Hold documents out in another split")
         docs, source = list(task.fewshot_docs()), f"fewshot_split:{split}"
-    elif fewshot_cfg.get("samples") is not None:
+    elif getattr(fewshot, "samples", None) is not None:
         docs, source = list(task.fewshot_docs()), "fewshot_config.samples"
     elif task.has_training_docs():
         docs, source = list(task.training_docs()), f"training_split:{cfg.training_split}"

@@ -141,7 +141,9 @@ def read_manifest(path: Path) -> list[AdapterEntry]:
         items = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     entries = []
     for item in items:
-        item = {"id": item} if isinstance(item, str) else item
+        if isinstance(item, str):
+            is_path = (Path(os.path.expanduser(item)) / CONFIG_NAME).is_file() or (path.parent / item / CONFIG_NAME).is_file()
+            item = {"path": item} if is_path else {"id": item}
         if "id" not in item and "path" not in item:
             raise IloraError(f"library manifest {path}: entry {item} has neither 'id' nor 'path'")
         ref = item.get("path") or item["id"]

@@ -27,12 +27,13 @@ from lm_eval.models.huggingface import HFLM
 
 from ilora_eval.adaptation import TaskData, live_tasks, load_tasks, task_data
 from ilora_eval.composition import CompositionState, inject
-from ilora_eval.errors import IloraError
+from ilora_eval.errors import IloraError, install_excepthook
 from ilora_eval.scoring import TargetScorer
 from ilora_eval.strategies.base import StrategyEnv
 from ilora_eval.strategies.registry import build_config, strategy_arg_names, strategy_class
 
 log = logging.getLogger(__name__)
+install_excepthook()
 
 # HFLM passes unknown keyword arguments to from_pretrained; these are the ones we let through.
 FROM_PRETRAINED_KWARGS = {
@@ -158,7 +159,7 @@ class IloraLM(HFLM):
         new = [n for n in names if n not in self._tasks]
         if new:
             missing = [n for n in new if n not in tasks]
-            if missing:
+            if missing and self.strategy.needs_examples:
                 tasks = {**tasks, **load_tasks(missing, self.include_paths)}
             n_adapt = getattr(self.strategy_config, "n_adapt", 5)
             for n in new:

@@ -135,15 +135,15 @@ def read_local_examples(path: Path, input_field: str = "input", target_field: st
     return rows
 
 
-def read_bbh_examples(task: str, data_dir: str | os.PathLike | None = None) -> list[dict]:
+def read_bbh_examples(task: str) -> list[dict]:
     """The examples of one BBH task, in the source order, as ``[{"input", "target"}]``.
 
-    `data_dir` (else the environment variable ILORA_BBH_DIR) names a local folder in the
-    BIG-Bench-Hard JSON layout; without either, the Hub dataset SaylorTwift/bbh is read.
+    The environment variable ILORA_BBH_DIR names a local folder in the BIG-Bench-Hard JSON
+    layout; without it, the Hub dataset SaylorTwift/bbh is read.
     """
     if task not in BBH_TASKS:
         raise ValueError(f"Unknown BBH task '{task}'; known: {', '.join(BBH_TASKS)}")
-    folder = Path(data_dir).expanduser() if data_dir else bbh_dir_from_env()
+    folder = bbh_dir_from_env()
     if folder is not None:
         rows = read_local_examples(_local_task_file(folder, task))
     else:
@@ -188,32 +188,33 @@ def split_rows(rows: list[dict], n_adapt: int, seed: int, key: str) -> tuple[lis
     return test, adapt
 
 
-def load_bbh(bbh_task: str, n_adapt: int = N_ADAPT, adapt_seed: int = ADAPT_SEED,
-             data_dir: str | None = None, **_metadata):
+def load_bbh(bbh_task: str, heldout_n_adapt: int = N_ADAPT, heldout_seed: int = ADAPT_SEED, **_metadata):
     """`custom_dataset` of the bbh_ilora tasks: DatasetDict with splits `test` and `adapt`.
 
     Every document keeps `input` and `target` and gains `source_task` (the BBH task) and
     `source_index` (its position in the task's file). The held-out documents are drawn with
-    `adapt_indices(N, n_adapt, adapt_seed, key=bbh_task)`, so they depend on nothing but the
-    task and these two numbers: not on the prompt format, the model or lm-eval's metadata
-    (which lm-eval also passes here, and which is ignored).
+    `adapt_indices(N, heldout_n_adapt, heldout_seed, key=bbh_task)`, so they depend on nothing
+    but the task and these two numbers: not on the prompt format or the model.
+
+    lm-eval calls `custom_dataset(**metadata, **dataset_kwargs)`, and its metadata holds the
+    CLI's `--metadata` AND `--model_args`. Everything else is therefore ignored here, and the
+    parameter names are prefixed so that a model argument cannot collide with them.
     """
-    rows = read_bbh_examples(bbh_task, data_dir)
+    rows = read_bbh_examples(bbh_task)
     rows = [dict(r, source_task=bbh_task, source_index=i) for i, r in enumerate(rows)]
-    test, adapt = split_rows(rows, n_adapt, adapt_seed, key=bbh_task)
+    test, adapt = split_rows(rows, heldout_n_adapt, heldout_seed, key=bbh_task)
     return _to_dataset_dict(test, adapt)
 
 
-def load_bbh_mixed(source_tasks: Sequence[str] = MIXED_SOURCE_TASKS, n_adapt: int = N_ADAPT,
-                   adapt_seed: int = ADAPT_SEED, mixed_name: str = "bbh_ilora_mixed",
-                   data_dir: str | None = None, **_metadata):
+def load_bbh_mixed(source_tasks: Sequence[str] = MIXED_SOURCE_TASKS, heldout_n_adapt: int = N_ADAPT,
+                   heldout_seed: int = ADAPT_SEED, mixed_name: str = "bbh_ilora_mixed", **_metadata):
     """`custom_dataset` of `bbh_ilora_mixed`: the listed BBH tasks interleaved in one task.
 
     Documents are interleaved round-robin over `source_tasks` (in the listed order: document 0
     of each task, then document 1 of each, ...), so any prefix (`--limit`) mixes the tasks.
-    One adaptation set of `n_adapt` documents is drawn across the sources: the sources are put
-    in a seeded order and the i-th held-out document comes from source i (cycling when
-    n_adapt exceeds the number of sources), at an index drawn with the same seed.
+    One adaptation set of `heldout_n_adapt` documents is drawn across the sources: the sources
+    are put in a seeded order and the i-th held-out document comes from source i (cycling when
+    there are more held-out documents than sources), at an index drawn with the same seed.
     Each document carries `source_task`, `source_index` and `task_description`.
     """
     source_tasks = list(source_tasks)
@@ -221,21 +222,21 @@ def load_bbh_mixed(source_tasks: Sequence[str] = MIXED_SOURCE_TASKS, n_adapt: in
         raise ValueError(f"source_tasks must be distinct and non-empty, got {source_tasks}")
     per_task = {}
     for task in source_tasks:
-        rows = read_bbh_examples(task, data_dir)
+        rows = read_bbh_examples(task)
         desc = bbh_description(task)
         per_task[task] = [
             dict(r, source_task=task, source_index=i, task_description=desc) for i, r in enumerate(rows)
         ]
 
-    rng = random.Random(f"{int(adapt_seed)}:{mixed_name}")
+    rng = random.Random(f"{int(heldout_seed)}:{mixed_name}")
     order = list(source_tasks)
     rng.shuffle(order)
     held: dict[str, set[int]] = {t: set() for t in source_tasks}
-    for i in range(int(n_adapt)):
+    for i in range(int(heldout_n_adapt)):
         task = order[i % len(order)]
         free = [j for j in range(len(per_task[task])) if j not in held[task]]
         if len(free) <= 1:
-            raise ValueError(f"n_adapt={n_adapt} leaves no test document of '{task}'")
+            raise ValueError(f"heldout_n_adapt={heldout_n_adapt} leaves no test document of '{task}'")
         held[task].add(rng.choice(free))
 
     test, adapt = [], []
@@ -244,41 +245,58 @@ def load_bbh_mixed(source_tasks: Sequence[str] = MIXED_SOURCE_TASKS, n_adapt: in
         for task in source_tasks:
             if j < len(per_task[task]):
                 (adapt if j in held[task] else test).append(per_task[task][j])
-    # Adaptation documents in the order they were drawn (one per source first).
+    # Adaptation documents ordered by the seeded source order, then by position.
     adapt.sort(key=lambda d: (order.index(d["source_task"]), d["source_index"]))
     return _to_dataset_dict(test, adapt)
 
 
-def load_unseen(data_files: str | None = None, hub_path: str | None = None, hub_name: str | None = None,
-                hub_split: str = "test", input_field: str = "input", target_field: str = "target",
-                json_field: str | None = "examples", n_adapt: int = N_ADAPT, adapt_seed: int = ADAPT_SEED,
-                name: str | None = None, **_metadata):
+UNSEEN_KEYS = {
+    "task": None, "data_files": None, "json_field": "examples", "hub_path": None, "hub_name": None,
+    "hub_split": "test", "input_field": "input", "target_field": "target",
+    "n_adapt": N_ADAPT, "seed": ADAPT_SEED,
+}
+
+
+def load_unseen(unseen: dict | None = None, **_metadata):
     """`custom_dataset` for any unseen task: a local JSON/JSONL file or a Hub dataset.
 
-    Renames `input_field`/`target_field` to `input`/`target` (other columns are kept), adds
-    `source_task` (= `name`) and `source_index`, and holds out `n_adapt` documents drawn with
-    `adapt_indices(N, n_adapt, adapt_seed, key=name)`. A relative `data_files` is resolved
-    against ILORA_DATA_DIR when set, else the working directory.
+    All settings come in ONE mapping, `dataset_kwargs: {unseen: {...}}`: lm-eval calls
+    `custom_dataset(**metadata, **dataset_kwargs)` with the CLI's `--metadata` and
+    `--model_args` in `metadata`, so loose keyword arguments could be changed by a model
+    argument of the same name. Everything outside `unseen` is ignored. Keys (see UNSEEN_KEYS):
+    `task` (required: the task's name, keys the draw, becomes `source_task`), `data_files`
+    (JSON/JSONL; relative paths are read from $ILORA_DATA_DIR, else the working directory)
+    with `json_field`, or `hub_path`/`hub_name`/`hub_split`; `input_field`/`target_field`
+    (renamed to `input`/`target`; other columns are kept); `n_adapt`, `seed`.
+    Held out: `adapt_indices(N, n_adapt, seed, key=task)`.
     """
-    if (data_files is None) == (hub_path is None):
+    if not isinstance(unseen, dict):
+        raise ValueError("load_unseen: give the settings as `dataset_kwargs: {unseen: {task: ..., data_files: ...}}`")
+    unknown = set(unseen) - set(UNSEEN_KEYS)
+    if unknown:
+        raise ValueError(f"load_unseen: unknown keys {sorted(unknown)}; known: {sorted(UNSEEN_KEYS)}")
+    cfg = {**UNSEEN_KEYS, **unseen}
+    if not cfg["task"]:
+        raise ValueError("load_unseen: `task` (the unseen task's name) is required")
+    if (cfg["data_files"] is None) == (cfg["hub_path"] is None):
         raise ValueError("load_unseen: give exactly one of `data_files` (JSON/JSONL) or `hub_path`")
-    if data_files is not None:
-        path = Path(data_files).expanduser()
+    input_field, target_field = cfg["input_field"], cfg["target_field"]
+    if cfg["data_files"] is not None:
+        path = Path(cfg["data_files"]).expanduser()
         if not path.is_absolute() and os.environ.get("ILORA_DATA_DIR"):
             path = Path(os.environ["ILORA_DATA_DIR"]).expanduser() / path
-        rows = read_local_examples(path, input_field, target_field, json_field)
-        key = name or path.stem
+        rows = read_local_examples(path, input_field, target_field, cfg["json_field"])
     else:
         import datasets
 
-        rows = list(datasets.load_dataset(hub_path, hub_name, split=hub_split))
-        key = name or f"{hub_path}:{hub_name}"
+        rows = list(datasets.load_dataset(cfg["hub_path"], cfg["hub_name"], split=cfg["hub_split"]))
+    key = str(cfg["task"])
     docs = []
     for i, row in enumerate(rows):
         doc = {k: v for k, v in row.items() if k not in (input_field, target_field)}
         doc.update(input=str(row[input_field]), target=str(row[target_field]), source_task=key, source_index=i)
         docs.append(doc)
-    test, adapt = split_rows(docs, n_adapt, adapt_seed, key=key)
+    test, adapt = split_rows(docs, cfg["n_adapt"], cfg["seed"], key=key)
     return _to_dataset_dict(test, adapt)
 
 

@@ -1,35 +1,43 @@
-"""Synthetic skills of the demo: small deterministic string, list, arithmetic and logic maps.
+"""Synthetic skills of the demo: small deterministic list, arithmetic, lookup and logic maps.
 
-Every skill draws a *payload* (e.g. ``"abc"``) from a seeded ``random.Random`` and knows the
-answer (``"cba"``). A prompt is ``"<instruction>: <payload>\\nAnswer:"`` and its target is
-``" <answer>"`` (leading space, no newline), so greedy decoding until ``"\\n"`` followed by exact
-match scores it. Each skill has two wordings: ``instruction`` (used to train its LoRA) and
-``new_instruction`` (a paraphrase only the unseen demo tasks use).
+Every skill draws a *payload* (e.g. ``"3 8 1"``) from a seeded ``random.Random`` and knows
+the answer (``"8"``). A prompt is ``"<instruction>: <payload>\\nAnswer:"`` and its target is
+``" <answer>"`` (leading space, no newline), so greedy decoding until ``"\\n"`` followed by
+exact match scores it. Each skill has two wordings: ``instruction`` (used to train its LoRA)
+and ``new_instruction`` (a paraphrase that only the unseen demo tasks use).
+
+Skills come in *families* that share a payload format (one digit, a list of digits, a list
+of letters, ...), so that the payload alone never tells which skill is asked for: a LoRA
+of another skill of the same family answers wrongly. Answers are one word or number, which
+the tiny demo model learns in seconds on a CPU.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import string
 from dataclasses import dataclass
 from typing import Callable
 
 LETTERS = string.ascii_lowercase
 VOWELS = set("aeiou")
-BOOLS = ("true", "false")
-OPPOSITE = {"true": "false", "false": "true", "yes": "no", "no": "yes", "on": "off", "off": "on"}
 ANSWER_CUE = "\nAnswer:"
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+OPPOSITE = {"true": "false", "false": "true", "yes": "no", "no": "yes", "on": "off", "off": "on",
+            "up": "down", "down": "up", "open": "closed", "closed": "open"}
+BOOLS = ("true", "false")
 
 
 @dataclass(frozen=True)
 class Skill:
     name: str
+    family: str  # payload format shared with other skills
     instruction: str  # training wording (library adapters)
     new_instruction: str  # held-out paraphrase (demo tasks)
     payload: Callable[[random.Random], str]
     answer: Callable[[str], str]
-    # True for word -> word maps that can be chained (demo_compose is built from two of them).
-    composable: bool = False
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         payload = self.payload(rng)
@@ -44,80 +52,100 @@ def target(answer: str) -> str:
     return " " + answer
 
 
-# --- payload generators ---------------------------------------------------------------------
-# Word skills use 3-letter words: a fixed layout lets the tiny demo model learn them in seconds.
-
-WORD_LEN = 3
+# --- payload generators ----------------------------------------------------------------------
 
 
-def _word(rng: random.Random, n: int = WORD_LEN) -> str:
-    return "".join(rng.choice(LETTERS) for _ in range(n))
+def _digit(lo: int = 0, hi: int = 9) -> Callable[[random.Random], str]:
+    return lambda rng: str(rng.randint(lo, hi))
 
 
-def _non_palindrome(rng: random.Random) -> str:
-    while True:
-        w = _word(rng)
-        if w != w[::-1]:
-            return w
+def _digit_list(rng: random.Random) -> str:
+    return " ".join(str(d) for d in rng.sample(range(10), 3))
 
 
-def _not_all_same(rng: random.Random) -> str:
-    while True:
-        w = _word(rng)
-        if len(set(w)) > 1:
-            return w
+def _digit_pair(rng: random.Random) -> str:
+    # a >= b and a + b <= 9: both sum and difference are one digit
+    b = rng.randint(0, 4)
+    return f"{rng.randint(b, 9 - b)} and {b}"
 
 
-def _letter_list(rng: random.Random, lo: int = 2, hi: int = 4) -> str:
-    return ", ".join(rng.sample(LETTERS, rng.randint(lo, hi)))
+def _pair(payload: str) -> tuple[int, int]:
+    a, b = payload.split(" and ")
+    return int(a), int(b)
+
+
+def _letter_list(rng: random.Random) -> str:
+    return ", ".join(rng.sample(LETTERS, rng.randint(2, 5)))
 
 
 def _items(payload: str) -> list[str]:
     return payload.split(", ")
 
 
-def _digits(rng: random.Random) -> str:
-    return " ".join(str(d) for d in rng.sample(range(10), 3))
+def _word(rng: random.Random) -> str:
+    # random letters; never a word the tokenizer knows (it would be one token, not letters)
+    while True:
+        w = "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 7)))
+        if w not in KNOWN_WORDS:
+            return w
 
 
 def _bools(rng: random.Random) -> str:
-    return " ".join(rng.choice(BOOLS) for _ in range(3))
+    # a third each: all true, all false, mixed -- so every answer is common
+    kind = rng.randrange(3)
+    if kind < 2:
+        return " ".join([BOOLS[kind]] * 3)
+    values = ["true", "false", rng.choice(BOOLS)]
+    rng.shuffle(values)
+    return " ".join(values)
 
 
-def _shift(word: str, k: int) -> str:
-    return "".join(chr((ord(c) - 97 + k) % 26 + 97) for c in word)
+def _shift_day(k: int) -> Callable[[str], str]:
+    return lambda p: DAYS[(DAYS.index(p) + k) % 7]
 
 
 SKILLS: tuple[Skill, ...] = (
-    Skill("reverse", "Reverse the word", "Write the word backwards",
-          _non_palindrome, lambda p: p[::-1], composable=True),
-    Skill("uppercase", "Uppercase the word", "Write the word in capital letters",
-          _word, str.upper, composable=True),
-    Skill("rotate", "Move the first letter to the end", "Put the initial letter last",
-          _not_all_same, lambda p: p[1:] + p[0], composable=True),
-    Skill("duplicate", "Repeat the word twice", "Say the word two times",
-          _word, lambda p: f"{p} {p}", composable=True),
-    Skill("first_item", "First item of the list", "Which item comes first in",
+    # one digit
+    Skill("double", "digit", "Double the number", "What is twice",
+          _digit(1, 9), lambda p: str(2 * int(p))),
+    Skill("spell_digit", "digit", "Spell out the digit", "Write in words the number",
+          _digit(), lambda p: DIGIT_WORDS[int(p)]),
+    Skill("is_even", "digit", "Is the number even", "Can this number be split in two equal halves",
+          _digit(), lambda p: "yes" if int(p) % 2 == 0 else "no"),
+    # three digits
+    Skill("max_digit", "digits", "Largest digit in", "Which number is the biggest among",
+          _digit_list, lambda p: max(p.split())),
+    Skill("min_digit", "digits", "Smallest digit in", "Which number is the lowest among",
+          _digit_list, lambda p: min(p.split())),
+    # two digits
+    Skill("add", "pair", "Add the numbers", "What is the sum of",
+          _digit_pair, lambda p: str(sum(_pair(p)))),
+    Skill("subtract", "pair", "Subtract the numbers", "What is the difference between",
+          _digit_pair, lambda p: str(_pair(p)[0] - _pair(p)[1])),
+    # a list of letters
+    Skill("count_items", "letters", "Count the items in the list", "How many elements are in",
+          _letter_list, lambda p: str(len(_items(p)))),
+    Skill("first_item", "letters", "First item of the list", "Which element comes first in",
           _letter_list, lambda p: _items(p)[0]),
-    Skill("last_item", "Last item of the list", "Which item comes last in",
+    Skill("last_item", "letters", "Last item of the list", "Which element comes last in",
           _letter_list, lambda p: _items(p)[-1]),
-    Skill("count_items", "Count the items in the list", "How many items are in",
-          lambda r: _letter_list(r, 1, 5), lambda p: str(len(_items(p)))),
-    Skill("next_letter", "Next letter after", "Which letter follows",
-          lambda r: r.choice(LETTERS[:-1]), lambda p: _shift(p, 1)),
-    Skill("prev_letter", "Letter before", "Which letter comes just before",
-          lambda r: r.choice(LETTERS[1:]), lambda p: _shift(p, -1)),
-    Skill("add", "Add the numbers", "What is the sum of",
-          lambda r: f"{r.randint(0, 9)} + {r.randint(0, 9)}",
-          lambda p: str(int(p[0]) + int(p[-1]))),
-    Skill("double", "Double the number", "What is twice",
-          lambda r: str(r.randint(1, 9)), lambda p: str(2 * int(p))),
-    Skill("max_digit", "Largest digit in", "Which number is the biggest among",
-          _digits, lambda p: max(p.split())),
-    Skill("negate", "Negate the value", "Give the opposite of",
+    # a random word
+    Skill("word_length", "word", "Length of the word", "How many letters are in",
+          _word, lambda p: str(len(p))),
+    Skill("count_vowels", "word", "Count the vowels in", "How many vowels does this word have",
+          _word, lambda p: str(sum(c in VOWELS for c in p))),
+    # a day of the week
+    Skill("next_day", "day", "Day after", "Which weekday follows",
+          lambda r: r.choice(DAYS), _shift_day(1)),
+    Skill("prev_day", "day", "Day before", "Which weekday precedes",
+          lambda r: r.choice(DAYS), _shift_day(-1)),
+    # truth values
+    Skill("all_true", "bools", "Are all values true in", "Is every value true among",
+          _bools, lambda p: "true" if set(p.split()) == {"true"} else "false"),
+    Skill("any_true", "bools", "Is any value true in", "Is at least one value true among",
+          _bools, lambda p: "true" if "true" in p.split() else "false"),
+    Skill("negate", "flag", "Negate the value", "Give the opposite of",
           lambda r: r.choice(sorted(OPPOSITE)), OPPOSITE.__getitem__),
-    Skill("all_true", "Are all values true in", "Is every value true among",
-          _bools, lambda p: "true" if all(b == "true" for b in p.split()) else "false"),
 )
 
 SKILLS_BY_NAME = {s.name: s for s in SKILLS}
@@ -127,9 +155,15 @@ def get_skill(name: str) -> Skill:
     return SKILLS_BY_NAME[name]
 
 
+# Chains: a skill answering one digit feeds a skill of the "digit" family.
+DIGIT_PRODUCERS = ("max_digit", "min_digit", "add", "subtract", "count_items", "word_length",
+                   "count_vowels")
+DIGIT_CONSUMERS = ("double", "spell_digit", "is_even")
+
+
 @dataclass(frozen=True)
 class Composite:
-    """Apply ``first`` then ``second`` (both composable skills) to one word."""
+    """Apply ``first`` (a digit producer) then ``second`` (a digit consumer) to one payload."""
 
     name: str
     first: str
@@ -137,10 +171,31 @@ class Composite:
     instruction: str
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
-        payload, mid = get_skill(self.first).sample(rng)
-        return payload, get_skill(self.second).answer(mid)
+        return chain_sample(self.first, self.second, rng)
+
+
+def chain_sample(first: str, second: str, rng: random.Random) -> tuple[str, str]:
+    a, b = get_skill(first), get_skill(second)
+    while True:
+        payload, mid = a.sample(rng)
+        if mid.isdigit() and len(mid) == 1 and (second != "double" or mid != "0"):
+            return payload, b.answer(mid)
 
 
 COMPOSITES: tuple[Composite, ...] = (
-    Composite("reverse_uppercase", "reverse", "uppercase", "Write the word backwards in capital letters"),
+    Composite("double_max", "max_digit", "double", "Give twice the biggest number among"),
 )
+
+
+def wordings() -> list[str]:
+    """Every instruction text the demo uses (training, paraphrases, composites)."""
+    texts = [s.instruction for s in SKILLS] + [s.new_instruction for s in SKILLS]
+    return texts + [c.instruction for c in COMPOSITES]
+
+
+def _known_words() -> frozenset[str]:
+    text = " ".join(wordings() + list(DIGIT_WORDS) + list(DAYS) + list(OPPOSITE) + [ANSWER_CUE, "and"])
+    return frozenset(w for w in re.findall(r"[A-Za-z]+", text) if len(w) > 1)
+
+
+KNOWN_WORDS = _known_words()  # whole-word tokens of the demo tokenizer

@@ -1,34 +1,58 @@
-"""Character-level tokenizer of the demo model, built with `tokenizers`.
+"""Tokenizer of the demo model, built with `tokenizers`: whole words with a character fallback.
 
-One token per printable ASCII character (plus newline), so string skills such as "reverse"
-or "sort the letters" act on single tokens. A few reserved ``<latent_k>`` tokens exist only
-for pretraining the base model (see ``train.py``); no demo prompt contains them.
+Its vocabulary is read from the demo's synthetic text: every word of two letters or more
+that the instructions and payload vocabularies use is one token (with or without a leading
+space); anything else falls back to single characters (printable ASCII, each also with a
+leading space), so random letter strings are spelled out letter by letter and any ASCII text
+round-trips exactly (``decode(encode(s)) == s``). Short sequences keep CPU training fast.
+
+A few reserved ``<latent_k>`` tokens exist only to pretrain the base model (``train.py``);
+no demo prompt contains them.
 """
 
 from __future__ import annotations
 
+import re
 import string
+from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
-ALPHABET = sorted(set(string.ascii_letters + string.digits + string.punctuation + " \n"))
+CHARS = sorted(set(string.ascii_letters + string.digits + string.punctuation))
+WHITESPACE = (" ", "\n", "\t")
 
 
 def latent_token(k: int) -> str:
     return f"<latent_{k}>"
 
 
-def build_tokenizer(n_latent: int) -> PreTrainedTokenizerFast:
-    """Deterministic: the vocabulary depends on ``n_latent`` only."""
+def corpus_words(texts: Iterable[str]) -> list[str]:
+    """Whole-word tokens: the distinct words (two letters or more) of ``texts``, sorted."""
+    return sorted({w for t in texts for w in re.findall(r"[A-Za-z]+", t) if len(w) > 1})
+
+
+def build_tokenizer(words: Iterable[str], n_latent: int) -> PreTrainedTokenizerFast:
+    """Deterministic: the vocabulary depends on the sorted ``words`` and ``n_latent`` only."""
+    words = sorted(set(words))
+    pieces = [w for word in words for w in (word, " " + word)]
+    pieces += [c for ch in CHARS for c in (ch, " " + ch)]
+    pieces += list(WHITESPACE)
     vocab = {PAD: 0, EOS: 1, UNK: 2}
-    for ch in ALPHABET:
-        vocab[ch] = len(vocab)
+    for piece in pieces:
+        vocab.setdefault(piece, len(vocab))
     for k in range(n_latent):
         vocab[latent_token(k)] = len(vocab)
+
+    longest_first = sorted(words, key=lambda w: (-len(w), w))
+    alternation = "|".join(re.escape(w) for w in longest_first)
+    pattern = (rf" ?(?:{alternation})(?![A-Za-z])" if words else "") + r"| ?[^\s]|\s"
+    if pattern.startswith("|"):
+        pattern = pattern[1:]
+
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     tok.decoder = decoders.Fuse()
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -43,5 +67,5 @@ def build_tokenizer(n_latent: int) -> PreTrainedTokenizerFast:
     return hf
 
 
-def encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
+def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]

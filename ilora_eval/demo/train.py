@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 import random
-import string
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ilora_eval.demo.skills import COMPOSITES, SKILLS_BY_NAME, Skill, prompt, target
+from ilora_eval.demo.skills import (COMPOSITES, DIGIT_CONSUMERS, DIGIT_PRODUCERS, KNOWN_WORDS, Skill,
+                                    chain_sample, prompt, target)
 
 STOP = "\n"  # every training target ends with it; generation stops there
 
@@ -44,7 +44,7 @@ class TrainPlan:
     lora_steps: int
     lora_batch_per_skill: int
     lora_lr: float
-    copy_frac: float = 0.15
+    copy_frac: float = 0.25
     compose_frac: float = 0.15
 
 
@@ -60,10 +60,13 @@ class LoraSpec:
 # --- data ------------------------------------------------------------------------------------
 
 
+NOISE_WORDS = sorted(KNOWN_WORDS)
+
+
 def _noise_instruction(rng: random.Random) -> str:
-    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 6)))
-             for _ in range(rng.randint(1, 3))]
-    return " ".join(words).capitalize()
+    """Filler wording: 1-4 random known words. Pretraining on it teaches the base model that
+    the instruction text alone does not select a skill."""
+    return " ".join(rng.choice(NOISE_WORDS) for _ in range(rng.randint(1, 4)))
 
 
 class PretrainMixture:
@@ -77,17 +80,16 @@ class PretrainMixture:
         self.rng = random.Random(seed)
         self.copy_frac = copy_frac
         self.compose_frac = compose_frac
-        names = {s.name for s in skills}
+        self.real_wording_frac = 0.3
+        names = [s.name for s in skills]
         held_out = {(c.first, c.second) for c in COMPOSITES}
-        comp = [s.name for s in skills if s.composable]
-        self.pairs = [(a, b) for a in comp for b in comp
-                      if a != b and (a, b) not in held_out and {a, b} <= names
-                      and not (SKILLS_BY_NAME[a].name == "duplicate")]
+        self.pairs = [(a, b) for a in DIGIT_PRODUCERS if a in names
+                      for b in DIGIT_CONSUMERS if b in names and (a, b) not in held_out]
         self.instructions = [s.instruction for s in skills]
 
     def _instruction(self) -> str:
         rng = self.rng
-        return rng.choice(self.instructions) if rng.random() < 0.5 else _noise_instruction(rng)
+        return rng.choice(self.instructions) if rng.random() < self.real_wording_frac else _noise_instruction(rng)
 
     def example(self) -> tuple[list[int], list[int]]:
         rng = self.rng
@@ -97,8 +99,8 @@ class PretrainMixture:
             latents, answer = [], payload
         elif r < self.copy_frac + self.compose_frac and self.pairs:
             a, b = rng.choice(self.pairs)
-            payload, mid = SKILLS_BY_NAME[a].sample(rng)
-            latents, answer = [self.latent_ids[a], self.latent_ids[b]], SKILLS_BY_NAME[b].answer(mid)
+            payload, answer = chain_sample(a, b, rng)
+            latents = [self.latent_ids[a], self.latent_ids[b]]
         else:
             skill = rng.choice(self.skills)
             payload, answer = skill.sample(rng)
@@ -164,7 +166,7 @@ def _train_loop(model, params, batches, steps: int, lr: float, forward) -> list[
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     return losses
 
@@ -239,7 +241,10 @@ def train_loras(model, tokenizer, skills: list[Skill], spec: LoraSpec, plan: Tra
             for k, skill in enumerate(skills):
                 for _ in range(plan.lora_batch_per_skill):
                     payload, answer = skill.sample(rng)
-                    examples.append((encode(tokenizer, prompt(skill.instruction, payload)),
+                    # Half of the prompts use filler wording: the adapter learns the skill, not
+                    # one phrasing (demo tasks word their prompts differently).
+                    wording = skill.instruction if rng.random() < 0.5 else _noise_instruction(rng)
+                    examples.append((encode(tokenizer, prompt(wording, payload)),
                                      encode(tokenizer, target(answer) + STOP)))
                     route.append(k)
             yield (*collate(examples, pad), torch.tensor(route))

@@ -62,7 +62,7 @@ def task_file(fmt: str, task: str) -> str:
     cfg = {
         "include": f"../_template_{fmt}.yaml",
         "task": task_name(fmt, task),
-        "dataset_kwargs": {"bbh_task": task, "n_adapt": utils.N_ADAPT, "adapt_seed": utils.ADAPT_SEED},
+        "dataset_kwargs": {"bbh_task": task, "heldout_n_adapt": utils.N_ADAPT, "heldout_seed": utils.ADAPT_SEED},
     }
     if fmt == "qa":
         cfg["description"] = utils.common.bbh_description(task)
