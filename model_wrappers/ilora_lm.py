@@ -40,8 +40,6 @@ FROM_PRETRAINED_KWARGS = {
     "attn_implementation", "low_cpu_mem_usage", "device_map", "quantization_config", "load_in_8bit",
     "load_in_4bit", "cache_dir", "token", "local_files_only", "use_safetensors", "torch_dtype",
 }
-OWN_ARGS = {"library", "strategy", "embedder", "composition", "exclude", "routing_log", "include_path",
-            "check_base", "progress"}
 
 
 class TaggedContext(str):
@@ -69,7 +67,8 @@ class IloraLM(HFLM):
 
     def __init__(self, pretrained, library: str | None = None, strategy: str = "ilora", embedder: str | None = None,
                  composition: str = "param", exclude: str | None = None, routing_log: str | None = None,
-                 include_path: str | None = None, check_base: bool = True, progress: bool = True, **kwargs):
+                 include_path: str | None = None, check_base: bool = True, progress: bool = True,
+                 fit_cache: str | None = None, **kwargs):
         from lm_eval.models.huggingface import HFLM as _H
         import inspect
 
@@ -110,13 +109,28 @@ class IloraLM(HFLM):
         self._embed_cache: dict[str, object] = {}
         ids = self.library.ids if self.library is not None else []
         env = StrategyEnv(ids=ids, centroids=self._centroids, embed=self._embed,
-                          score=TargetScorer(self, self.state), progress=self.progress and self.rank == 0)
+                          score=TargetScorer(self, self.state), progress=self.progress and self.rank == 0,
+                          cache=self._fit_cache(fit_cache, pretrained, strategy))
         self.strategy = strategy_class(strategy)(self.strategy_config, env)
         self._tasks: dict[str, TaskData] = {}
         self._routes: dict[tuple, tuple[int, object]] = {}
         self._route_records: list[dict] = []
 
     # ------------------------------------------------------------ strategy plumbing
+    def _fit_cache(self, setting, pretrained, strategy):
+        """fit_cache=<dir> | false; default ~/.cache/ilora-eval/fits (ILORA_EVAL_CACHE)."""
+        from ilora_eval.fit_cache import FitCache, default_cache_dir
+
+        if setting is not None and str(setting).lower() in ("false", "0", "no", "off"):
+            return None
+        context = {
+            "library_hash": self.library.content_hash if self.library is not None else None,
+            "strategy": strategy, "args": asdict(self.strategy_config), "embedder": self._embedder_name or "default",
+            "pretrained": str(pretrained), "revision": getattr(self, "revision", None),
+            "composition": self.composition_mode, "dtype": str(self._model.dtype),
+        }
+        return FitCache(setting or default_cache_dir(), context)
+
     def _load_embedder(self):
         if self._embedder is None:
             from ilora_eval.embeddings import load_embedder
@@ -166,6 +180,10 @@ class IloraLM(HFLM):
                 task = tasks.get(n)
                 self._tasks[n] = task_data(n, task, n_adapt, self.strategy_config.seed) if task is not None else TaskData(n, None, [], "none")
             self.strategy.fit([self._tasks[n] for n in new])
+            cache = self.strategy.env.cache
+            if cache is not None and cache.hits and self.rank == 0:
+                print(f"ilora-eval: reused learned weights of {cache.hits} task(s) from {cache.dir} "
+                      f"({cache.misses} computed)", file=sys.stderr)
         if self.world_size > 1 and self.strategy.learned:
             # every rank learned the same thing from the same seed; rank 0's copy removes any float
             # nondeterminism between devices
@@ -313,6 +331,9 @@ class IloraLM(HFLM):
             "ilora_exclude": self.exclude,
             "ilora_embedder": self._embedder.name if self._embedder is not None else self._embedder_name,
             "ilora_composition": self.composition_mode,
+            "ilora_fit_cache": None if self.strategy.env.cache is None else {
+                "dir": str(self.strategy.env.cache.dir), "hits": self.strategy.env.cache.hits,
+                "misses": self.strategy.env.cache.misses},
             "ilora_tasks": {
                 name: {"adaptation_source": t.source, "n_adaptation_examples": len(t.examples),
                        "learned": _named(self.strategy.state.get(name), self.library),

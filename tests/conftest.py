@@ -13,6 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_BBH = REPO.parent / "shared" / "data" / "bbh"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    os.environ["ILORA_EVAL_CACHE"] = str(tmp_path_factory.mktemp("ilora_cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny")

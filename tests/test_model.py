@@ -116,8 +116,8 @@ def test_shuffled_requests_give_the_same_answers(llama):
 
 def test_learned_strategies_record_config_and_are_deterministic(t5, task_manager):
     base, lib = t5
-    res1, out1 = run(ilora(base, lib, strategy="ilora", top_k=3, budget=6), task_manager)
-    res2, out2 = run(ilora(base, lib, strategy="ilora", top_k=3, budget=6), task_manager)
+    res1, out1 = run(ilora(base, lib, strategy="ilora", top_k=3, budget=6, fit_cache="false"), task_manager)
+    res2, out2 = run(ilora(base, lib, strategy="ilora", top_k=3, budget=6, fit_cache="false"), task_manager)
     close(out1, out2)
     cfg = res1["config"]
     assert cfg["ilora_strategy"] == "ilora" and cfg["ilora_args"]["top_k"] == 3
@@ -155,3 +155,26 @@ def test_gpt2_conv1d_targets_match_peft(gpt2, task_manager):
     _, ref = run(hf(base, peft=str(lib / "00_colors")), task_manager, ["toy_mc"])
     close(ours, ref)
     assert torch.__version__  # torch imported for the model
+
+
+def test_fit_cache_resumes_and_recomputes_on_change(llama, tmp_path, task_manager, caplog):
+    base, lib = llama
+    cache = tmp_path / "fits"
+    kw = dict(strategy="lorahub", n_modules=3, budget=5, fit_cache=str(cache))
+    first, out1 = run(ilora(base, lib, **kw), task_manager)
+    assert first["config"]["ilora_fit_cache"]["misses"] == 2
+    entries = sorted(cache.glob("*.json"))
+    assert len(entries) == 2
+    second, out2 = run(ilora(base, lib, **kw), task_manager)
+    assert second["config"]["ilora_fit_cache"] == {"dir": str(cache), "hits": 2, "misses": 0}
+    close(out1, out2)
+    assert second["config"]["ilora_tasks"] == first["config"]["ilora_tasks"]
+    other = run(ilora(base, lib, **{**kw, "seed": 2}), task_manager)[0]
+    assert other["config"]["ilora_fit_cache"]["misses"] == 2  # another seed is another key
+    entries[0].write_text("{not json")
+    with caplog.at_level("WARNING"):
+        third, out3 = run(ilora(base, lib, **kw), task_manager)
+    assert third["config"]["ilora_fit_cache"] == {"dir": str(cache), "hits": 1, "misses": 1}
+    assert "unreadable" in caplog.text
+    assert json.loads(entries[0].read_text())["state"]  # rewritten
+    close(out1, out3)

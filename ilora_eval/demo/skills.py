@@ -21,12 +21,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 LETTERS = string.ascii_lowercase
-VOWELS = set("aeiou")
 ANSWER_CUE = "\nAnswer:"
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-OPPOSITE = {"true": "false", "false": "true", "yes": "no", "no": "yes", "on": "off", "off": "on",
-            "up": "down", "down": "up", "open": "closed", "closed": "open"}
 BOOLS = ("true", "false")
 
 
@@ -125,15 +122,9 @@ SKILLS: tuple[Skill, ...] = (
     # a list of letters
     Skill("count_items", "letters", "Count the items in the list", "How many elements are in",
           _letter_list, lambda p: str(len(_items(p)))),
-    Skill("first_item", "letters", "First item of the list", "Which element comes first in",
-          _letter_list, lambda p: _items(p)[0]),
-    Skill("last_item", "letters", "Last item of the list", "Which element comes last in",
-          _letter_list, lambda p: _items(p)[-1]),
     # a random word
     Skill("word_length", "word", "Length of the word", "How many letters are in",
           _word, lambda p: str(len(p))),
-    Skill("count_vowels", "word", "Count the vowels in", "How many vowels does this word have",
-          _word, lambda p: str(sum(c in VOWELS for c in p))),
     # a day of the week
     Skill("next_day", "day", "Day after", "Which weekday follows",
           lambda r: r.choice(DAYS), _shift_day(1)),
@@ -144,8 +135,6 @@ SKILLS: tuple[Skill, ...] = (
           _bools, lambda p: "true" if set(p.split()) == {"true"} else "false"),
     Skill("any_true", "bools", "Is any value true in", "Is at least one value true among",
           _bools, lambda p: "true" if "true" in p.split() else "false"),
-    Skill("negate", "flag", "Negate the value", "Give the opposite of",
-          lambda r: r.choice(sorted(OPPOSITE)), OPPOSITE.__getitem__),
 )
 
 SKILLS_BY_NAME = {s.name: s for s in SKILLS}
@@ -156,8 +145,7 @@ def get_skill(name: str) -> Skill:
 
 
 # Chains: a skill answering one digit feeds a skill of the "digit" family.
-DIGIT_PRODUCERS = ("max_digit", "min_digit", "add", "subtract", "count_items", "word_length",
-                   "count_vowels")
+DIGIT_PRODUCERS = ("max_digit", "min_digit", "add", "subtract", "count_items", "word_length")
 DIGIT_CONSUMERS = ("double", "spell_digit", "is_even")
 
 
@@ -194,7 +182,7 @@ def wordings() -> list[str]:
 
 
 def _known_words() -> frozenset[str]:
-    text = " ".join(wordings() + list(DIGIT_WORDS) + list(DAYS) + list(OPPOSITE) + [ANSWER_CUE, "and"])
+    text = " ".join(wordings() + list(DIGIT_WORDS) + list(DAYS) + list(BOOLS) + ["yes", "no", "and", ANSWER_CUE])
     return frozenset(w for w in re.findall(r"[A-Za-z]+", text) if len(w) > 1)
 
 

@@ -26,6 +26,7 @@ class StrategyEnv:
     # score(compositions, examples per composition) -> mean target cross-entropy per composition
     score: Callable[[list[Composition], list[list[Example]]], list[float]]
     progress: bool = True
+    cache: object | None = None  # a FitCache for learned strategies, or None
     _centroids: np.ndarray | None = field(default=None, repr=False)
 
     def library_centroids(self) -> np.ndarray:
@@ -53,8 +54,18 @@ class Strategy:
                                  "(no fewshot split/samples, train or validation docs); use a task-pack task or "
                                  "strategy=retrieve_fuse/uniform/base")
         todo = [t for t in tasks if t.name not in self.state]
+        cache = self.env.cache if self.learned else None
+        if cache is not None:
+            for t in list(todo):
+                hit = cache.get(t)
+                if hit is not None:
+                    self.state[t.name] = hit
+                    todo.remove(t)
         if todo:
             self._fit(todo)
+            if cache is not None:
+                for t in todo:
+                    cache.put(t, self.state[t.name])
 
     def _fit(self, tasks: list[TaskData]) -> None:
         for t in tasks:

@@ -1,0 +1,64 @@
+"""Disk cache of what a strategy learned per task, so an interrupted or repeated run resumes.
+
+Keyed by everything the learned weights depend on: the library content hash, the strategy and its
+arguments, the embedder, the base model, the task name and its adaptation examples. Writes are
+atomic; an unreadable entry is recomputed with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("ilora_eval")
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("ILORA_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ilora-eval")
+    return Path(root) / "fits"
+
+
+class FitCache:
+    def __init__(self, directory: str | os.PathLike, context: dict):
+        self.dir = Path(directory)
+        self.context = context  # library hash, strategy, args, embedder, base model
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, task) -> str:
+        payload = {**self.context, "task": task.name,
+                   "examples": [[e.prompt, e.text, e.target] for e in task.examples]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def get(self, task) -> dict | None:
+        path = self.dir / f"{self.key(task)}.json"
+        if not path.is_file():
+            self.misses += 1
+            return None
+        try:
+            entry = json.loads(path.read_text())
+            state = entry["state"]
+            if entry.get("task") != task.name or not isinstance(state, dict):
+                raise ValueError("entry does not belong to this task")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("ilora-eval: cache entry %s is unreadable (%s); recomputing it", path, err)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return state
+
+    def put(self, task, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{self.key(task)}.json"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=path.name + ".")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"task": task.name, "context": self.context, "state": state}, fh)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
