@@ -42,6 +42,9 @@ FROM_PRETRAINED_KWARGS = {
 }
 
 
+CACHE_STAMP = "__ilora_configuration__"
+
+
 class TaggedContext(str):
     """A generation context that remembers its composition id."""
 
@@ -93,6 +96,8 @@ class IloraLM(HFLM):
         self.routing_log_path = routing_log
         self.include_paths = [p for p in (include_path or "").split(":") if p]
         self.progress = _as_bool(progress)
+        self.pretrained_name = pretrained
+        self.library = None
         super().__init__(pretrained=pretrained, **kwargs)
 
         from ilora_eval.library import LoraLibrary
@@ -317,6 +322,26 @@ class IloraLM(HFLM):
             return super()._detect_batch_size(requests, pos)
         finally:
             self._detecting = False
+
+    # ------------------------------------------------------------ lm-eval's --use_cache
+    def set_cache_hook(self, cache_hook) -> None:
+        """lm-eval's request cache keys only on request text: one cache file must serve one
+        configuration, or results of different strategies would be mixed. Stamp and check it."""
+        db = getattr(cache_hook, "dbdict", None)
+        if db is not None:
+            fingerprint = json.dumps({
+                "pretrained": str(self.pretrained_name), "library_hash": self.library.content_hash if self.library else None,
+                "strategy": self.strategy_name, "args": asdict(self.strategy_config),
+                "composition": self.composition_mode, "embedder": self._embedder_name or "default"}, sort_keys=True)
+            stamp = db.get(CACHE_STAMP)
+            if stamp is None and len(db) > 0:
+                raise IloraError(f"--use_cache file {getattr(db, 'filename', '')} already holds results of another model; "
+                                 "give each ilora configuration its own --use_cache path")
+            if stamp is not None and stamp != fingerprint:
+                raise IloraError(f"--use_cache file {getattr(db, 'filename', '')} holds results of another ilora configuration "
+                                 f"({stamp}); give each strategy/configuration its own --use_cache path")
+            db[CACHE_STAMP] = fingerprint
+        super().set_cache_hook(cache_hook)
 
     # ------------------------------------------------------------ reporting
     def get_model_info(self) -> dict:

@@ -178,3 +178,14 @@ def test_fit_cache_resumes_and_recomputes_on_change(llama, tmp_path, task_manage
     assert "unreadable" in caplog.text
     assert json.loads(entries[0].read_text())["state"]  # rewritten
     close(out1, out3)
+
+
+def test_use_cache_file_serves_one_configuration(llama, tmp_path):
+    from lm_eval.api.model import CachingLM
+
+    base, lib = llama
+    db = str(tmp_path / "lm_cache_rank0.db")
+    CachingLM(ilora(base, lib, strategy="retrieve_fuse", top_k=2), db)
+    CachingLM(ilora(base, lib, strategy="retrieve_fuse", top_k=2), db)  # same configuration: fine
+    with pytest.raises(IloraError, match="holds results of another ilora configuration"):
+        CachingLM(ilora(base, lib, strategy="retrieve_fuse", top_k=3), db)

@@ -1,0 +1,286 @@
+"""Shared by the benchmarks: a random Llama + word-level tokenizer of any size, a library of random
+PEFT LoRA adapters written straight to disk, a topic corpus, timing and peak-memory probes, and a
+Markdown table printer. Everything is built offline, deterministically from a seed."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]  # ids 0..3: pad, eos, unk, bos
+TARGETS = {
+    "qv": ["q_proj", "v_proj"],
+    "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# --------------------------------------------------------------------------- model + tokenizer
+@dataclass
+class ModelSpec:
+    hidden: int = 256
+    layers: int = 4
+    vocab: int = 8000  # total, special tokens included
+    heads: int | None = None  # default hidden // 64 (at least 2)
+    kv_heads: int | None = None  # default heads (no GQA)
+    intermediate: int | None = None  # default 8/3·hidden rounded up to a multiple of 256 (Llama's rule)
+    max_positions: int = 2048
+    dtype: str = "float32"  # what the checkpoint is saved in
+    seed: int = 0
+
+    def resolved(self) -> "ModelSpec":
+        heads = self.heads or max(2, self.hidden // 64)
+        inter = self.intermediate or -(-int(self.hidden * 8 / 3) // 256) * 256
+        return ModelSpec(self.hidden, self.layers, self.vocab, heads, self.kv_heads or heads, inter,
+                         self.max_positions, self.dtype, self.seed)
+
+
+_SYL = [c + v for c in "bdfghjklmnprstvz" for v in "aeiou"]  # 80 syllables
+
+
+def word(i: int) -> str:
+    """The i-th pseudo-word (three syllables: 512 000 distinct words)."""
+    n = len(_SYL)
+    return _SYL[i % n] + _SYL[(i // n) % n] + _SYL[(i // (n * n)) % n]
+
+
+def make_tokenizer(path: Path, vocab: int):
+    """Word-level tokenizer: one token per whitespace-separated pseudo-word, so token counts are exact."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    n_words = vocab - len(SPECIALS)
+    if n_words < 16:
+        raise ValueError(f"vocab={vocab} is too small")
+    table = {t: i for i, t in enumerate(SPECIALS)}
+    for i in range(n_words):
+        table[word(i)] = len(SPECIALS) + i
+    tok = Tokenizer(models.WordLevel(table, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   bos_token="<s>")
+    fast.save_pretrained(path)
+    return fast
+
+
+def make_model(path: Path, spec: ModelSpec):
+    """A random Llama saved with its tokenizer; returns the in-memory model (float32, eval)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    s = spec.resolved()
+    path.mkdir(parents=True, exist_ok=True)
+    make_tokenizer(path, s.vocab)
+    cfg = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden, intermediate_size=s.intermediate,
+                      num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
+                      max_position_embeddings=s.max_positions, pad_token_id=0, eos_token_id=1, bos_token_id=3,
+                      tie_word_embeddings=False)
+    torch.manual_seed(s.seed)
+    model = LlamaForCausalLM(cfg).eval()
+    model.to(DTYPES[s.dtype]).save_pretrained(path)
+    return model.float()
+
+
+# --------------------------------------------------------------------------- corpus
+class Corpus:
+    """Pseudo-word topics: adapter i is trained on topic i; documents mix one topic with noise,
+    so similarity routing gives each document its own top-k set."""
+
+    def __init__(self, vocab: int, n_topics: int, seed: int = 0, topic_size: int = 40):
+        self.rng = random.Random(seed)
+        self.n_words = vocab - len(SPECIALS)
+        self.topics = [[word(self.rng.randrange(self.n_words)) for _ in range(topic_size)] for _ in range(n_topics)]
+
+    def text(self, topic: int, n_words: int, purity: float = 0.6, rng: random.Random | None = None) -> str:
+        rng = rng or self.rng
+        out = []
+        for _ in range(n_words):
+            if rng.random() < purity:
+                out.append(rng.choice(self.topics[topic % len(self.topics)]))
+            else:
+                out.append(word(rng.randrange(self.n_words)))
+        return " ".join(out)
+
+    def random_words(self, n: int, rng: random.Random | None = None) -> str:
+        rng = rng or self.rng
+        return " ".join(word(rng.randrange(self.n_words)) for _ in range(n))
+
+
+# --------------------------------------------------------------------------- library
+def target_shapes(model, targets: list[str]) -> dict[str, tuple[int, int]]:
+    """module path -> (d_in, d_out) of every Linear whose last name is a target."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets:
+            out[name] = (mod.in_features, mod.out_features)
+    return out
+
+
+def make_library(model, base_name: str, lib: Path, corpus: Corpus, n: int, rank: int = 8, targets: str = "qv",
+                 alpha: float | None = None, b_std: float = 0.02, seed: int = 100) -> list[str]:
+    """N PEFT LoRA adapters with random non-zero A and B, written directly (safetensors + config as
+    PEFT's save_pretrained writes them), each with a texts.jsonl sample of its topic."""
+    from safetensors.torch import save_file
+
+    shapes = target_shapes(model, TARGETS[targets])
+    alpha = float(alpha if alpha is not None else 2 * rank)
+    g = torch.Generator().manual_seed(seed)
+    names = []
+    for i in range(n):
+        name = f"a{i:03d}"
+        out = lib / name
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for path, (d_in, d_out) in shapes.items():
+            tensors[f"base_model.model.{path}.lora_A.weight"] = torch.randn(rank, d_in, generator=g) / d_in ** 0.5
+            tensors[f"base_model.model.{path}.lora_B.weight"] = torch.randn(d_out, rank, generator=g) * b_std
+        save_file(tensors, str(out / "adapter_model.safetensors"))
+        cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_name, "r": rank,
+               "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": TARGETS[targets], "bias": "none",
+               "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "inference_mode": True}
+        (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+        rng = random.Random(seed + i)
+        with open(out / "texts.jsonl", "w") as fh:
+            for _ in range(5):
+                fh.write(json.dumps({"text": corpus.text(i, 12, purity=1.0, rng=rng)}) + "\n")
+        names.append(name)
+    return names
+
+
+# --------------------------------------------------------------------------- timing and memory
+def set_threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(n)
+
+
+def sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class MemProbe:
+    """Transient peak memory of one call, above what was resident when it started.
+
+    CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats (tensor bytes).
+    CPU: the process's peak RSS (VmHWM), reset through /proc/self/clear_refs after glibc has been
+    asked to hand freed heap pages back (malloc_trim), minus the RSS at the start. This counts every
+    allocation of the call (torch tensors, Python objects, tokenizer buffers), not only tensors.
+    """
+
+    def __init__(self, device: str):
+        self.cuda = str(device).startswith("cuda")
+        self.ok = self.cuda or _can_reset_hwm()
+        self._libc = None
+        if not self.cuda:
+            try:
+                self._libc = ctypes.CDLL("libc.so.6")
+            except OSError:
+                self._libc = None
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            return
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+        if self.ok:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        self._base = _status_kb("VmRSS") * 1024
+
+    def stop(self) -> int | None:
+        """Bytes above the starting point at the peak (None where it cannot be measured)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - self._base
+        if not self.ok:
+            return None
+        return max(0, _status_kb("VmHWM") * 1024 - self._base)
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _can_reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return _status_kb("VmHWM") > 0
+    except OSError:
+        return False
+
+
+def tensor_bytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None or t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
+
+
+def module_bytes(module) -> int:
+    return tensor_bytes(list(module.parameters()) + list(module.buffers()))
+
+
+def timed(fn, device: str, probe: MemProbe | None = None):
+    """(seconds, transient peak bytes or None, fn's result)."""
+    if probe is not None:
+        probe.start()
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    dt = time.perf_counter() - t0
+    peak = probe.stop() if probe is not None else None
+    return dt, peak, out
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+# --------------------------------------------------------------------------- output
+def table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if v is None:
+            return "—"
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def mb(n: int | None) -> float | None:
+    return None if n is None else n / 2 ** 20
+
+
+def machine() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    return (f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
