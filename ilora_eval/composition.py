@@ -7,6 +7,9 @@ uses. Two modes:
 - "param" (LoraHub, exact): A_c = Σ w_i A_i, B_c = Σ w_i B_i, delta = B_c A_c x. Composed factors
   are cached per composition while it repeats; only the composition's non-zero adapters are read.
 - "output" (mixture): delta = Σ w_i B_i A_i x, as one rank k·r product over each row's adapters.
+- "arrow" (Ostapenko et al. 2024, training-free): per token, the composition's adapters are
+  scored by |<v_i, x_t>| with v_i the top right singular vector of B_i A_i; the top `arrow_k`
+  are mixed with softmax(score / arrow_temperature) weights in output space.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from torch import nn
 from ilora_eval.errors import IloraError
 
 BASE = 0  # composition id of "no adapter"
-MODES = ("param", "output")
+MODES = ("param", "output", "arrow")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class CompositionState:
     ids: dict[Composition, int] = field(default_factory=dict)
     rows: torch.Tensor | None = None  # [batch] composition ids for the forward in flight
     transient_from: int | None = None  # ids >= this are search candidates: never cached
+    arrow_k: int = 3
+    arrow_temperature: float = 1.0
     _plans: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -121,7 +126,9 @@ class ComposedLoraLinear(nn.Module):
         if plan.uniq == [BASE]:
             return y
         x3 = x if x.dim() == 3 else x.unsqueeze(1)
-        if self.state.mode == "output":
+        if self.state.mode == "arrow":
+            delta = self._arrow(x3, plan)
+        elif self.state.mode == "output":
             delta = self._output_mix(x3, plan)
         elif len(plan.uniq) == 1:
             A, B = self._composed(plan.uniq[0])
@@ -164,6 +171,34 @@ class ComposedLoraLinear(nn.Module):
         B = self.lora_B[idx].permute(0, 2, 1, 3).reshape(b, self.lora_B.shape[1], k * r)
         h = torch.bmm(x3.to(A.dtype), A.transpose(1, 2)) * w.repeat_interleave(r, dim=1).unsqueeze(1)
         return torch.bmm(h, B.transpose(1, 2))
+
+    def arrow_prototypes(self) -> torch.Tensor:
+        """[N, d_in]: each adapter's top right singular vector of B·A (sign is irrelevant)."""
+        if getattr(self, "_prototypes", None) is None:
+            A, B = self.lora_A.float(), self.lora_B.float()
+            q, r = torch.linalg.qr(B)  # B = QR, so B·A = Q·(R·A) shares R·A's right singular vectors
+            _, _, vh = torch.linalg.svd(r @ A, full_matrices=False)
+            self._prototypes = vh[:, 0, :].to(self.lora_A.dtype)
+        return self._prototypes
+
+    def _arrow(self, x3: torch.Tensor, plan: RowPlan) -> torch.Tensor:
+        out = torch.zeros(*x3.shape[:2], self.lora_B.shape[1], dtype=self.lora_A.dtype, device=x3.device)
+        protos = self.arrow_prototypes()
+        for pos, cid in enumerate(plan.uniq):
+            comp = self.state.compositions[cid]
+            if comp.is_base:
+                continue
+            rows = (plan.inverse == pos).nonzero().squeeze(1)
+            idx = torch.tensor(comp.indices, device=x3.device)
+            x = x3[rows].to(self.lora_A.dtype)  # [b, t, d_in]
+            scores = (x @ protos[idx].T).abs()  # [b, t, n]
+            k = min(self.state.arrow_k, len(comp.indices))
+            top, which = scores.topk(k, dim=-1)
+            w = torch.zeros_like(scores).scatter(-1, which, torch.softmax(top / self.state.arrow_temperature, dim=-1))
+            A, B = self.lora_A[idx], self.lora_B[idx]  # [n, r, d_in], [n, d_out, r]
+            h = torch.einsum("btd,nrd->btnr", x, A) * w.unsqueeze(-1)
+            out[rows] = torch.einsum("btnr,nor->bto", h, B)
+        return out
 
     def clear_cache(self) -> None:
         self._cache.clear()

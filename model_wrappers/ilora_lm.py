@@ -102,7 +102,14 @@ class IloraLM(HFLM):
 
         from ilora_eval.library import LoraLibrary
 
+        forced = strategy_class(strategy).composition_mode
+        if forced and composition not in ("param", forced):
+            raise IloraError(f"strategy={strategy} routes per token and needs composition={forced}, not {composition}")
+        self.composition_mode = composition = forced or composition
         self.state = CompositionState(mode=composition)
+        if forced == "arrow":
+            self.state.arrow_k = self.strategy_config.arrow_k
+            self.state.arrow_temperature = self.strategy_config.arrow_temperature
         self.library = None
         if library is not None:
             check = pretrained if _as_bool(check_base) and isinstance(pretrained, str) else None

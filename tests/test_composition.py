@@ -139,3 +139,28 @@ def test_composition_cache_is_reused_and_bounded(llama):
     state.set_rows([cids[2]])
     layer(x)
     assert layer._cache[cids[2]][0] is first
+
+
+def test_arrow_mode_matches_a_direct_per_token_computation(llama):
+    base, lib = llama
+    library = LoraLibrary.open(lib)
+    state = CompositionState(mode="arrow", arrow_k=2, arrow_temperature=0.7)
+    model = load_base("llama", base)
+    inject(model, library, state)
+    layer = composed_modules(model)[1]
+    comp = Composition.of([0, 2, 3, 5], [1.0] * 4)
+    cid = state.register(comp)
+    x = torch.randn(2, 4, layer.lora_A.shape[2], generator=torch.Generator().manual_seed(3))
+    state.set_rows([cid, 0])
+    with torch.no_grad():
+        y = layer(x) - layer.base(x)
+    for t in range(4):
+        xt = x[0, t]
+        deltas = {i: layer.lora_B[i] @ layer.lora_A[i] for i in comp.indices}
+        protos = {i: torch.linalg.svd(d)[2][0] for i, d in deltas.items()}  # dense SVD, independent path
+        scores = {i: float((protos[i] @ xt).abs()) for i in comp.indices}
+        top = sorted(scores, key=scores.get, reverse=True)[:2]
+        w = torch.softmax(torch.tensor([scores[i] for i in top]) / 0.7, dim=0)
+        expected = sum(wi * (deltas[i] @ xt) for wi, i in zip(w, top))
+        torch.testing.assert_close(y[0, t], expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(y[1], torch.zeros_like(y[1]))

@@ -189,3 +189,31 @@ def test_use_cache_file_serves_one_configuration(llama, tmp_path):
     CachingLM(ilora(base, lib, strategy="retrieve_fuse", top_k=2), db)  # same configuration: fine
     with pytest.raises(IloraError, match="holds results of another ilora configuration"):
         CachingLM(ilora(base, lib, strategy="retrieve_fuse", top_k=3), db)
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_every_strategy_runs_through_lm_eval(kind, request, task_manager):
+    """base, uniform, single_best, lorahub, ilora, retrieve_fuse and arrow through simple_evaluate."""
+    base, lib = request.getfixturevalue(kind)
+    args = {"base": {}, "uniform": {}, "single_best": {}, "lorahub": {"n_modules": 3, "budget": 3},
+            "ilora": {"top_k": 2, "budget": 3}, "retrieve_fuse": {"top_k": 2}, "arrow": {"arrow_k": 2}}
+    outputs, zero_weights = {}, set()
+    for strategy, extra in args.items():
+        res, per_doc = run(ilora(base, lib, strategy=strategy, fit_cache="false", **extra), task_manager)
+        assert res["config"]["ilora_strategy"] == strategy
+        assert 0.0 <= res["results"]["toy_mc"]["acc,none"] <= 1.0
+        learned = res["config"]["ilora_tasks"]["toy_mc"]["learned"]
+        if strategy in ("lorahub", "ilora") and all(w == 0 for w in _weights(learned)):
+            zero_weights.add(strategy)
+        outputs[strategy] = per_doc
+    ll = {s: [round(c[0][0], 5) for k, v in sorted(o.items()) if k[0] == "toy_mc" for c in v] for s, o in outputs.items()}
+    # an adapter-using strategy changes the log-likelihoods unless its search kept all weights at 0
+    for s in args:
+        if s != "base":
+            assert (ll[s] == ll["base"]) == (s in zero_weights), s
+
+
+def _weights(learned):
+    if "examples" in learned:
+        return [w for e in learned["examples"] for w in e["weights"]]
+    return learned["weights"]

@@ -41,3 +41,36 @@ def exact_match(model, tokenizer, docs: Sequence[dict], **kwargs) -> float:
         return 0.0
     preds = greedy_generate(model, tokenizer, [d["input"] for d in docs], **kwargs)
     return sum(p == d["target"] for p, d in zip(preds, docs)) / len(docs)
+
+
+def load_base(base_dir):
+    """The demo base model and tokenizer from ``DemoAssets.base_dir``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    model.eval()
+    return model, tokenizer
+
+
+def skill_scores(assets, skills: Sequence[str] | None = None, limit: int | None = None) -> dict[str, dict[str, float]]:
+    """Exact match of the base model and of each skill's LoRA alone on that skill's held-out
+    examples: ``{skill: {"base": em, "lora": em}}``. Adapters are loaded with
+    ``PeftModel.from_pretrained`` from the library, the base from ``save_pretrained`` files."""
+    from peft import PeftModel
+
+    from ilora_eval.demo.tasks import read_jsonl
+
+    model, tokenizer = load_base(assets.base_dir)
+    names = list(skills) if skills is not None else list(assets.skills)
+    docs = {n: read_jsonl(assets.skill_eval_file(n))[:limit] for n in names}
+    scores = {n: {"base": exact_match(model, tokenizer, docs[n])} for n in names}
+    peft_model = None
+    for n in names:
+        if peft_model is None:
+            peft_model = PeftModel.from_pretrained(model, str(assets.adapter_dir(n)), adapter_name=n)
+        else:
+            peft_model.load_adapter(str(assets.adapter_dir(n)), adapter_name=n)
+        peft_model.set_adapter(n)
+        scores[n]["lora"] = exact_match(peft_model, tokenizer, docs[n])
+    return scores

@@ -103,7 +103,7 @@ def _shift_day(k: int) -> Callable[[str], str]:
 
 SKILLS: tuple[Skill, ...] = (
     # one digit
-    Skill("double", "digit", "Double the number", "What is twice",
+    Skill("twice", "digit", "Double the number", "Multiply by two",
           _digit(1, 9), lambda p: str(2 * int(p))),
     Skill("spell_digit", "digit", "Spell out the digit", "Write in words the number",
           _digit(), lambda p: DIGIT_WORDS[int(p)]),
@@ -146,7 +146,7 @@ def get_skill(name: str) -> Skill:
 
 # Chains: a skill answering one digit feeds a skill of the "digit" family.
 DIGIT_PRODUCERS = ("max_digit", "min_digit", "add", "subtract", "count_items", "word_length")
-DIGIT_CONSUMERS = ("double", "spell_digit", "is_even")
+DIGIT_CONSUMERS = ("twice", "spell_digit", "is_even")
 
 
 @dataclass(frozen=True)
@@ -166,12 +166,12 @@ def chain_sample(first: str, second: str, rng: random.Random) -> tuple[str, str]
     a, b = get_skill(first), get_skill(second)
     while True:
         payload, mid = a.sample(rng)
-        if mid.isdigit() and len(mid) == 1 and (second != "double" or mid != "0"):
+        if mid.isdigit() and len(mid) == 1 and (second != "twice" or mid != "0"):
             return payload, b.answer(mid)
 
 
 COMPOSITES: tuple[Composite, ...] = (
-    Composite("double_max", "max_digit", "double", "Give twice the biggest number among"),
+    Composite("twice_max", "max_digit", "twice", "Give twice the biggest number among"),
 )
 
 

@@ -4,7 +4,7 @@ Its vocabulary is read from the demo's synthetic text: every word of two letters
 that the instructions and payload vocabularies use is one token (with or without a leading
 space); anything else falls back to single characters (printable ASCII, each also with a
 leading space), so random letter strings are spelled out letter by letter and any ASCII text
-round-trips exactly (``decode(encode(s)) == s``). Short sequences keep CPU training fast.
+round-trips exactly (``decode(ids(s)) == s``). Short sequences keep CPU training fast.
 
 A few reserved ``<latent_k>`` tokens exist only to pretrain the base model (``train.py``);
 no demo prompt contains them.
@@ -66,6 +66,3 @@ def build_tokenizer(words: Iterable[str], n_latent: int) -> PreTrainedTokenizerF
     hf.add_tokens([latent_token(k) for k in range(n_latent)])
     return hf
 
-
-def encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -44,7 +44,7 @@ class TrainPlan:
     lora_steps: int
     lora_batch_per_skill: int
     lora_lr: float
-    copy_frac: float = 0.25
+    copy_frac: float = 0.3
     compose_frac: float = 0.15
 
 
@@ -91,7 +91,8 @@ class PretrainMixture:
         rng = self.rng
         return rng.choice(self.instructions) if rng.random() < self.real_wording_frac else _noise_instruction(rng)
 
-    def example(self) -> tuple[list[int], list[int]]:
+    def example(self) -> tuple[list[int], str, str]:
+        """(latent token ids, prompt text, target text)."""
         rng = self.rng
         r = rng.random()
         if r < self.copy_frac:
@@ -105,12 +106,16 @@ class PretrainMixture:
             skill = rng.choice(self.skills)
             payload, answer = skill.sample(rng)
             latents = [self.latent_ids[skill.name]]
-        x = latents + encode(self.tok, prompt(self._instruction(), payload))
-        return x, encode(self.tok, target(answer) + STOP)
+        return latents, prompt(self._instruction(), payload), target(answer) + STOP
+
+    def batch(self, n: int) -> list[tuple[list[int], list[int]]]:
+        examples = [self.example() for _ in range(n)]
+        ids = encode_many(self.tok, [e[1] for e in examples] + [e[2] for e in examples])
+        return [(latents + ids[i], ids[n + i]) for i, (latents, _, _) in enumerate(examples)]
 
 
-def encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int):
@@ -178,7 +183,7 @@ def pretrain_base(model, tokenizer, skills: list[Skill], latent_ids: dict[str, i
 
     def batches():
         while True:
-            yield collate([mix.example() for _ in range(plan.pretrain_batch)], pad)
+            yield collate(mix.batch(plan.pretrain_batch), pad)
 
     def forward(ids, attn, labels):
         return model(input_ids=ids, attention_mask=attn, labels=labels).loss
@@ -237,17 +242,19 @@ def train_loras(model, tokenizer, skills: list[Skill], spec: LoraSpec, plan: Tra
 
     def batches():
         while True:
-            examples, route = [], []
+            prompts, targets, route = [], [], []
             for k, skill in enumerate(skills):
                 for _ in range(plan.lora_batch_per_skill):
                     payload, answer = skill.sample(rng)
                     # Half of the prompts use filler wording: the adapter learns the skill, not
                     # one phrasing (demo tasks word their prompts differently).
                     wording = skill.instruction if rng.random() < 0.5 else _noise_instruction(rng)
-                    examples.append((encode(tokenizer, prompt(wording, payload)),
-                                     encode(tokenizer, target(answer) + STOP)))
+                    prompts.append(prompt(wording, payload))
+                    targets.append(target(answer) + STOP)
                     route.append(k)
-            yield (*collate(examples, pad), torch.tensor(route))
+            ids = encode_many(tokenizer, prompts + targets)
+            n = len(prompts)
+            yield (*collate([(ids[i], ids[n + i]) for i in range(n)], pad), torch.tensor(route))
 
     def forward(ids, attn, labels, route):
         for *_, layer in wrapped:

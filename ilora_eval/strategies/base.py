@@ -40,6 +40,7 @@ class Strategy:
     Config: ClassVar[type]
     needs_examples: ClassVar[bool] = False
     learned: ClassVar[bool] = False  # learns weights (worth caching, must agree across ranks)
+    composition_mode: ClassVar[str | None] = None  # forces the layer's mode (arrow routes per token)
 
     def __init__(self, config, env: StrategyEnv):
         self.config = config

@@ -74,4 +74,4 @@ def _coerce(strategy: str, key: str, value, hint):
 
 def _load_builtin() -> None:
     if not STRATEGIES:
-        from ilora_eval.strategies import ilora, lorahub, retrieve_fuse, simple  # noqa: F401
+        from ilora_eval.strategies import arrow, ilora, lorahub, retrieve_fuse, simple  # noqa: F401
