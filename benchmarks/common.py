@@ -245,14 +245,15 @@ def module_bytes(module) -> int:
 
 
 def timed(fn, device: str, probe: MemProbe | None = None):
-    """(seconds, transient peak bytes or None, fn's result)."""
+    """({"wall": s, "cpu": s}, transient peak bytes or None, fn's result). "cpu" is this process's CPU
+    time (all its threads): on a shared machine it leaves out the time other processes held the cores."""
     if probe is not None:
         probe.start()
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     sync(device)
-    dt = time.perf_counter() - t0
+    dt = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
     peak = probe.stop() if probe is not None else None
     return dt, peak, out
 

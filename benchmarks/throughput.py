@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +78,11 @@ class ThroughputConfig:
     methods: tuple[str, ...] = METHODS
     workdir: str | None = None
     seed: int = 0
+    clock: str = "wall"  # what the ratios compare: wall | cpu (process CPU time; see README)
     verbose: bool = True
 
 
-QUICK = dict(docs=8, conts=4, seq=100, gen_docs=16, gen_seq=64, gen_tokens=16, batch=16, repeats=3)
+QUICK = dict(docs=8, conts=4, seq=100, gen_docs=16, gen_seq=64, gen_tokens=16, batch=16, repeats=5)
 
 
 # --------------------------------------------------------------------------- requests
@@ -313,8 +314,8 @@ class Bench:
         ll, gen, b = self.ll_reqs, self.gen_reqs, self.cfg.batch
 
         def lm_eval(lm):
-            return {"ll": lambda warm: [x[0] for x in lm.loglikelihood(ll[:b] if warm else ll, disable_tqdm=True)],
-                    "gen": lambda warm: lm.generate_until(gen[:b] if warm else gen, disable_tqdm=True)}
+            return {"ll": lambda warm: [x[0] for x in lm.loglikelihood(ll[:4] if warm else ll, disable_tqdm=True)],
+                    "gen": lambda warm: lm.generate_until(gen[:2] if warm else gen, disable_tqdm=True)}
 
         want = self.cfg.methods
         if "hf" in want:
@@ -326,13 +327,13 @@ class Bench:
         def raw(model, before_ll=None, before_gen=None, kw_ll=None, kw_gen=None, after=None):
             def run_ll(warm):
                 try:
-                    return self.raw_loglikelihood(model, self.ll_batches[:1] if warm else self.ll_batches, before_ll, kw_ll)
+                    return self.raw_loglikelihood(model, [self.ll_batches[0][:4]] if warm else self.ll_batches, before_ll, kw_ll)
                 finally:
                     after and after()
 
             def run_gen(warm):
                 try:
-                    return self.raw_generate(model, self.gen_batches[:1] if warm else self.gen_batches, before_gen, kw_gen)
+                    return self.raw_generate(model, [self.gen_batches[0][:2]] if warm else self.gen_batches, before_gen, kw_gen)
                 finally:
                     after and after()
 
@@ -379,11 +380,11 @@ class Bench:
 
         def run_ll(warm):
             reset()
-            return self.raw_loglikelihood(self.peft, ll_rows[: self.cfg.batch] if warm else ll_rows, before(ll_c))
+            return self.raw_loglikelihood(self.peft, ll_rows[:2] if warm else ll_rows, before(ll_c))
 
         def run_gen(warm):
             reset()
-            return self.raw_generate(self.peft, gen_rows[:2] if warm else gen_rows, before(gen_c))
+            return self.raw_generate(self.peft, gen_rows[:1] if warm else gen_rows, before(gen_c))
 
         return {"ll": run_ll, "gen": run_gen}
 
@@ -429,7 +430,7 @@ class Bench:
 @dataclass
 class Result:
     cfg: ThroughputConfig
-    times: dict  # (method, kind) -> [seconds]
+    times: dict  # (method, kind) -> [{"wall": s, "cpu": s}] per repeat
     peaks: dict  # (method, kind) -> [transient bytes]
     resident: dict  # method -> bytes
     outputs: dict  # method -> {"ll": [...], "gen": [...]}
@@ -440,8 +441,11 @@ class Result:
     text: str = ""
     ratio_line: str = ""
 
-    def ratio(self, method: str, kind: str, baseline: str) -> float | None:
-        a, b = median(self.times.get((method, kind), [])), median(self.times.get((baseline, kind), []))
+    def seconds(self, method: str, kind: str, clock: str | None = None) -> float | None:
+        return median([t[clock or self.cfg.clock] for t in self.times.get((method, kind), [])])
+
+    def ratio(self, method: str, kind: str, baseline: str, clock: str | None = None) -> float | None:
+        a, b = self.seconds(method, kind, clock), self.seconds(baseline, kind, clock)
         return None if a is None or not b else a / b
 
     def peak(self, method: str) -> int | None:
@@ -538,20 +542,26 @@ def report(res: Result, bench: Bench) -> tuple[str, str]:
         f"contexts), batch {cfg.batch}; generate_until: {len(bench.gen_reqs)} docs, {cfg.gen_seq}-token prompts, "
         f"{cfg.gen_tokens} greedy tokens; retrieve_fuse top_k={cfg.top_k} ({res.n_compositions.get('retrieve_fuse')} "
         f"distinct compositions), ilora {cfg.compositions} compositions × {cfg.per_row} adapters "
-        f"({res.n_compositions.get('ilora')} used); median of {cfg.repeats} repeats; {machine()}",
+        f"({res.n_compositions.get('ilora')} used); median of {cfg.repeats} repeats, ratios on {cfg.clock} time; "
+        f"{machine()}",
         "",
     ]
     lib = res.library_bytes
     hf_peak = res.peak("hf")
-    headers = ["method", "what", "ll s", "ll ×", "gen s", "gen ×", "resident MB", "transient peak MB (ll/gen)",
+    c = cfg.clock
+    headers = ["method", "what", f"ll s ({c})", "ll ×", f"gen s ({c})", "gen ×",
+               f"× ll / gen ({'wall' if c == 'cpu' else 'cpu'})", "resident MB", "transient peak MB (ll/gen)",
                "peak MB", "peak / (hf peak + library)"]
     rows = []
     for m in [m for m in METHODS if (m, "ll") in res.times]:
         base = "hf" if m in LM_EVAL else "raw:base"
         pk = res.peak(m)
         tr = [max((p for p in res.peaks[(m, k)] if p is not None), default=None) for k in ("ll", "gen")]
-        rows.append([m, WHAT[m], median(res.times[(m, "ll")]), res.ratio(m, "ll", base),
-                     median(res.times[(m, "gen")]), res.ratio(m, "gen", base), mb(res.resident.get(m)),
+        other = "wall" if cfg.clock == "cpu" else "cpu"
+        rows.append([m, WHAT[m], res.seconds(m, "ll"), res.ratio(m, "ll", base),
+                     res.seconds(m, "gen"), res.ratio(m, "gen", base),
+                     f"{res.ratio(m, 'll', base, other):.2f} / {res.ratio(m, 'gen', base, other):.2f}",
+                     mb(res.resident.get(m)),
                      "/".join("—" if t is None else f"{mb(t):.1f}" for t in tr), mb(pk),
                      None if pk is None or hf_peak is None else pk / (hf_peak + (0 if m in ("hf", "raw:base") else lib))])
     lines.append(table(headers, rows))
@@ -585,7 +595,7 @@ def report(res: Result, bench: Bench) -> tuple[str, str]:
                  pair("raw:one_row_rf", "raw:base", "one_row")]
     mem = [f"{m.split(':')[1]} {res.peak(m) / (hf_peak + lib):.2f}x" for m in ("ilora:retrieve_fuse", "ilora:ilora")
            if res.peak(m) is not None and hf_peak]
-    line = "ratios vs hf: " + " | ".join(p for p in parts if p)
+    line = f"ratios vs hf ({cfg.clock} time): " + " | ".join(p for p in parts if p)
     if any(raw_parts):
         line += " || vs raw base forward: " + " | ".join(p for p in raw_parts if p)
     if mem:
@@ -608,10 +618,14 @@ def targets_line(res: Result) -> str:
 
 
 # --------------------------------------------------------------------------- CLI
+FULL = dict(docs=16, conts=4, seq=100, gen_docs=16, gen_seq=64, gen_tokens=16, batch=16, repeats=3)
+
+
 def parse(argv=None) -> ThroughputConfig:
     p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help=f"CPU setting under 2 minutes: {QUICK}")
+    p.add_argument("--quick", action="store_true",
+                   help=f"CPU setting, about a minute: {QUICK}, 1 thread, CPU-time ratios (explicit flags win)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--hidden", type=int, default=256)
@@ -626,32 +640,33 @@ def parse(argv=None) -> ThroughputConfig:
     p.add_argument("--top-k", type=int, default=5, help="retrieve_fuse adapters per document")
     p.add_argument("--per-row", type=int, default=20, help="adapters in each ilora composition")
     p.add_argument("--compositions", type=int, default=5)
-    p.add_argument("--docs", type=int, default=16)
-    p.add_argument("--conts", type=int, default=4)
-    p.add_argument("--seq", type=int, default=100, help="loglikelihood context tokens")
-    p.add_argument("--gen-docs", type=int, default=16)
-    p.add_argument("--gen-seq", type=int, default=64)
-    p.add_argument("--gen-tokens", type=int, default=16)
+    for name, help_ in (("docs", "loglikelihood documents"), ("conts", "continuations per document"),
+                        ("seq", "loglikelihood context tokens"), ("gen-docs", "generation documents"),
+                        ("gen-seq", "generation prompt tokens"), ("gen-tokens", "greedy tokens per document"),
+                        ("batch", "batch size (HFLM's, and the raw rows')"), ("repeats", "timed repeats")):
+        key = name.replace("-", "_")
+        p.add_argument(f"--{name}", type=int, help=f"{help_} (default {FULL[key]}, --quick {QUICK[key]})")
     p.add_argument("--until", default="\n\n", help="stop sequence ('' for none)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 with --quick, else 2; 0: torch's default). On a shared "
+                        "machine 2 threads make timings swing 3-8x (see README)")
+    p.add_argument("--clock", choices=("wall", "cpu"),
+                   help="time the ratios compare (default: cpu on a 1-thread CPU run, else wall)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     p.add_argument("--workdir", help="keep the built model/library here (default: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    sizes = {k: getattr(a, k) if getattr(a, k) is not None else (QUICK if a.quick else FULL)[k] for k in FULL}
+    threads = (a.threads if a.threads is not None else 1 if a.quick else 2) or None
+    clock = a.clock or ("cpu" if a.device == "cpu" and threads == 1 else "wall")
     spec = ModelSpec(hidden=a.hidden, layers=a.layers, vocab=a.vocab, heads=a.heads, kv_heads=a.kv_heads,
                      intermediate=a.intermediate, dtype=a.dtype, seed=a.seed,
-                     max_positions=max(2048, a.seq + 16, a.gen_seq + a.gen_tokens + 16))
-    cfg = ThroughputConfig(model=spec, library=a.library, rank=a.rank, targets=a.targets, top_k=a.top_k,
-                           per_row=min(a.per_row, a.library), compositions=a.compositions, docs=a.docs, conts=a.conts,
-                           seq=a.seq, gen_docs=a.gen_docs, gen_seq=a.gen_seq, gen_tokens=a.gen_tokens,
-                           until=a.until or None, batch=a.batch, repeats=a.repeats, device=a.device,
-                           threads=a.threads or None, methods=tuple(m for m in a.methods.split(",") if m),
-                           workdir=a.workdir, seed=a.seed)
-    if a.quick:
-        cfg = replace(cfg, **QUICK)
-    return cfg
+                     max_positions=max(2048, sizes["seq"] + 16, sizes["gen_seq"] + sizes["gen_tokens"] + 16))
+    return ThroughputConfig(model=spec, library=a.library, rank=a.rank, targets=a.targets, top_k=a.top_k,
+                            per_row=min(a.per_row, a.library), compositions=a.compositions, until=a.until or None,
+                            device=a.device, threads=threads, clock=clock,
+                            methods=tuple(m for m in a.methods.split(",") if m), workdir=a.workdir, seed=a.seed,
+                            **sizes)
 
 
 def main(argv=None) -> Result:

@@ -99,6 +99,7 @@ class IloraLM(HFLM):
         self.pretrained_name = pretrained
         self.library = None
         super().__init__(pretrained=pretrained, **kwargs)
+        self._cpu_data_parallel()
 
         from ilora_eval.library import LoraLibrary
 
@@ -127,6 +128,60 @@ class IloraLM(HFLM):
         self._tasks: dict[str, TaskData] = {}
         self._routes: dict[tuple, tuple[int, object]] = {}
         self._route_records: list[dict] = []
+
+    def _cpu_data_parallel(self) -> None:
+        """HFLM shards documents only across several GPUs; under `torchrun --nproc_per_node N`
+        on CPU every process would evaluate everything as rank 0. Shard on CPU too, with plain
+        torch.distributed (gloo) collectives in place of accelerate's."""
+        import torch.distributed as dist
+
+        self._cpu_dist = False
+        if self.world_size > 1 or self.device.type != "cpu" or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            return
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        self._rank, self._world_size, self._cpu_dist = dist.get_rank(), dist.get_world_size(), True
+
+    def all_gather(self, tensor):
+        if not getattr(self, "_cpu_dist", False):
+            return super().all_gather(tensor)
+        import torch.distributed as dist
+
+        flat = tensor.reshape(1) if tensor.dim() == 0 else tensor
+        out = [torch.zeros_like(flat) for _ in range(self.world_size)]
+        dist.all_gather(out, flat)
+        return torch.cat(out)
+
+    def barrier(self):
+        if not getattr(self, "_cpu_dist", False):
+            return super().barrier()
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    def _all_gather_objects(self, obj) -> list:
+        if getattr(self, "_cpu_dist", False):
+            import torch.distributed as dist
+
+            out = [None] * self.world_size
+            dist.all_gather_object(out, obj)
+            return out
+        from accelerate.utils import gather_object
+
+        return gather_object([obj])
+
+    def _broadcast_object(self, obj):
+        if getattr(self, "_cpu_dist", False):
+            import torch.distributed as dist
+
+            holder = [obj]
+            dist.broadcast_object_list(holder, src=0)
+            return holder[0]
+        from accelerate.utils import broadcast_object_list
+
+        holder = [obj]
+        broadcast_object_list(holder, from_process=0)
+        return holder[0]
 
     # ------------------------------------------------------------ strategy plumbing
     def _fit_cache(self, setting, pretrained, strategy):
@@ -163,8 +218,8 @@ class IloraLM(HFLM):
         from ilora_eval.library_index import INDEX_JSON, load_centroids
 
         embedder = self._load_embedder()
-        if self.world_size > 1 and not (self.library.index_dir / INDEX_JSON).is_file():
-            if self.rank == 0:
+        if self.world_size > 1:  # rank 0 builds a missing index; every rank waits (one barrier each)
+            if self.rank == 0 and not (self.library.index_dir / INDEX_JSON).is_file():
                 load_centroids(self.library, embedder)
             self.barrier()
         return load_centroids(self.library, embedder)
@@ -179,9 +234,7 @@ class IloraLM(HFLM):
             tasks = {}
             names = sorted({r.task_name for r in requests if r.task_name})
             if self.world_size > 1:
-                from accelerate.utils import gather_object
-
-                names = sorted(set().union(*gather_object([names])))
+                names = sorted(set().union(*self._all_gather_objects(names)))
         new = [n for n in names if n not in self._tasks]
         if new:
             missing = [n for n in new if n not in tasks]
@@ -199,11 +252,7 @@ class IloraLM(HFLM):
         if self.world_size > 1 and self.strategy.learned:
             # every rank learned the same thing from the same seed; rank 0's copy removes any float
             # nondeterminism between devices
-            from accelerate.utils import broadcast_object_list
-
-            holder = [self.strategy.state]
-            broadcast_object_list(holder, from_process=0)
-            self.strategy.state = holder[0]
+            self.strategy.state = self._broadcast_object(self.strategy.state)
 
     def _composition_ids(self, requests) -> list[int]:
         self._ensure_fitted(requests)
@@ -381,9 +430,7 @@ class IloraLM(HFLM):
             return
         records = self._route_records
         if self.world_size > 1:
-            from accelerate.utils import gather_object
-
-            records = gather_object(records)
+            records = [r for part in self._all_gather_objects(records) for r in part]
         if self.rank != 0:
             return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -6,9 +6,8 @@ import copy
 import json
 from pathlib import Path
 
-from ilora_eval.demo.train import LoraSpec
+from ilora_eval.demo.specs import BASE_MODEL_NAME, LoraSpec
 
-BASE_MODEL_NAME = "ilora-demo-base"  # stable id in adapter_config.json (not a machine path)
 TEXTS_NAME = "texts.jsonl"
 
 
@@ -41,6 +40,18 @@ def save_library(base_model, adapters: dict, spec: LoraSpec, library_dir: Path,
             raise RuntimeError(f"adapter {name}: unexpected keys {result.unexpected_keys[:3]}")
         out = library_dir / name
         peft_model.save_pretrained(str(out), save_embedding_layers=False)
+        _normalise(out)
         with open(out / TEXTS_NAME, "w", encoding="utf-8") as fh:
             for text in texts[name]:
                 fh.write(json.dumps({"text": text}) + "\n")
+
+
+def _normalise(adapter_dir: Path) -> None:
+    """Byte-stable adapter directory: PEFT writes ``target_modules`` from a set (its order
+    follows the interpreter's string hashing) and adds a generic model card."""
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (adapter_dir / "README.md").unlink(missing_ok=True)

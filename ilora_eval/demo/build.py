@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ilora_eval.demo import tasks as demo_tasks
 from ilora_eval.demo.skills import KNOWN_WORDS, SKILLS, get_skill, prompt, target
-from ilora_eval.demo.train import LoraSpec, ModelSpec, TrainPlan
+from ilora_eval.demo.specs import LoraSpec, ModelSpec, TrainPlan
 
 BUILDER_VERSION = "1"
 MANIFEST = "manifest.json"
@@ -60,9 +60,9 @@ FULL = BuildConfig(
 )
 
 QUICK = BuildConfig(
-    skills=("twice", "spell_digit", "max_digit", "min_digit", "next_day", "any_true"),
-    mixed_skills=("twice", "max_digit", "next_day", "any_true", "spell_digit"),
-    plan=TrainPlan(pretrain_steps=200, pretrain_batch=48, pretrain_lr=7e-3,
+    skills=("twice", "spell_digit", "max_digit", "min_digit", "count_items", "any_true"),
+    mixed_skills=("twice", "max_digit", "count_items", "any_true", "spell_digit"),
+    plan=TrainPlan(pretrain_steps=250, pretrain_batch=48, pretrain_lr=7e-3,
                    lora_steps=100, lora_batch_per_skill=6, lora_lr=1e-2),
     n_mixed_per_skill=6,
     n_compose=16,
@@ -139,6 +139,11 @@ def load_assets(root: Path | None = None, *, quick: bool = False, seed: int = 0)
     if not _matches(manifest, seed, quick):
         return None
     assets = _assets(root, manifest)
+    needed = [assets.base_dir / "model.safetensors"] + [
+        assets.adapter_dir(n) / "adapter_model.safetensors" for n in assets.skills
+    ] + [f for t in assets.tasks for f in assets.task_files(t).values()]
+    if not all(p.is_file() for p in needed):
+        return None  # damaged: build again
     # The YAMLs hold absolute paths: rewrite them if the root was moved or copied.
     files = assets.task_files(assets.tasks[0])
     try:
@@ -189,13 +194,14 @@ def _build_into(out: Path, final_root: Path, *, quick: bool, seed: int, log) -> 
     import torch
 
     from ilora_eval.demo.adapters import save_library
+    from ilora_eval.demo.lora_train import train_loras
+    from ilora_eval.demo.pretrain import make_base_model, pretrain_base
     from ilora_eval.demo.tokenizer import build_tokenizer, latent_token
-    from ilora_eval.demo.train import make_base_model, pretrain_base, train_loras
     import peft  # noqa: F401  (imports are not build time)
     import transformers.models.llama.modeling_llama  # noqa: F401
 
     cfg = QUICK if quick else FULL
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # fast for a model this small, and the same arithmetic everywhere
     try:
@@ -207,14 +213,14 @@ def _build_into(out: Path, final_root: Path, *, quick: bool, seed: int, log) -> 
         model = make_base_model(tokenizer, cfg.model, seed)
         losses = pretrain_base(model, tokenizer, skills, latent_ids, cfg.plan, seed)
         t_base = time.perf_counter() - start
-        model.config._name_or_path = "ilora-demo-base"
         model.save_pretrained(out / "base")
         tokenizer.save_pretrained(out / "base")
 
         log(f"training {len(skills)} LoRA adapters ({cfg.plan.lora_steps} steps)")
         adapters = train_loras(model, tokenizer, skills, cfg.lora, cfg.plan, seed + 1)
         texts_rng = random.Random(f"{seed}:texts")
-        texts = {s.name: [prompt(s.instruction, p) + target(a) for p, a in (s.sample(texts_rng) for _ in range(N_TEXTS))]
+        texts = {s.name: [prompt(s.instruction, p) + target(a)
+                          for p, a in (s.sample(texts_rng) for _ in range(N_TEXTS))]
                  for s in skills}
         save_library(model, adapters, cfg.lora, out / "library", texts)
         t_lora = time.perf_counter() - start - t_base
@@ -225,8 +231,7 @@ def _build_into(out: Path, final_root: Path, *, quick: bool, seed: int, log) -> 
     for s in skills:
         demo_tasks.write_jsonl(out / "skills_eval" / f"{s.name}.jsonl",
                                demo_tasks.skill_eval_docs(s, N_SKILL_EVAL, eval_rng))
-    demo_tasks.write_data(out / "data", skills, list(cfg.mixed_skills), cfg.n_mixed_per_skill,
-                          cfg.n_compose, seed)
+    demo_tasks.write_data(out / "data", list(cfg.mixed_skills), cfg.n_mixed_per_skill, cfg.n_compose, seed)
     demo_tasks.write_task_yamls(out / "tasks", final_root / "data")  # paths valid once moved
     manifest = {
         "builder_version": BUILDER_VERSION,
@@ -239,6 +244,7 @@ def _build_into(out: Path, final_root: Path, *, quick: bool, seed: int, log) -> 
         "config": asdict(cfg),
         "pretrain_final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "build_seconds": round(time.perf_counter() - start, 1),
+        "build_cpu_seconds": round(time.process_time() - cpu_start, 1),
         "seconds": {"base": round(t_base, 1), "loras": round(t_lora, 1)},
         "versions": _versions(),
     }
@@ -253,3 +259,28 @@ def _versions() -> dict[str, str]:
 
     return {"torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "tokenizers": tokenizers.__version__}
+
+
+def main(argv=None) -> int:
+    """``python -m ilora_eval.demo.build [--root DIR] [--quick] [--seed N] [--force] [--check]``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ilora_eval.demo.build", description=main.__doc__)
+    parser.add_argument("--root", type=Path, default=None, help=f"default: {default_root()}")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
+    parser.add_argument("--check", action="store_true", help="print base vs LoRA exact match per skill")
+    args = parser.parse_args(argv)
+    assets = build_assets(args.root, quick=args.quick, seed=args.seed, force=args.force, log=print)
+    print(f"demo assets in {assets.root} (built in {assets.build_seconds:.1f} s)")
+    if args.check:
+        from ilora_eval.demo.evaluate import skill_scores
+
+        for skill, score in skill_scores(assets).items():
+            print(f"  {skill:12s} base={score['base']:.2f} lora={score['lora']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ilora_eval.demo.train import STOP
+from ilora_eval.demo.skills import STOP
 
 
 @torch.no_grad()

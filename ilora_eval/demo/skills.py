@@ -6,10 +6,11 @@ the answer (``"8"``). A prompt is ``"<instruction>: <payload>\\nAnswer:"`` and i
 exact match scores it. Each skill has two wordings: ``instruction`` (used to train its LoRA)
 and ``new_instruction`` (a paraphrase that only the unseen demo tasks use).
 
-Skills come in *families* that share a payload format (one digit, a list of digits, a list
-of letters, ...), so that the payload alone never tells which skill is asked for: a LoRA
-of another skill of the same family answers wrongly. Answers are one word or number, which
-the tiny demo model learns in seconds on a CPU.
+Most skills come in *families* that share a payload format (one digit, three digits, two
+digits, a day, truth values), so that the payload alone does not tell which skill is asked
+for: the LoRA of another skill of the same family answers wrongly. Answers are one word or
+number, which the tiny demo model learns in seconds on a CPU. Skill names double as PEFT
+adapter names, so none may be a ``torch.nn.Module`` attribute (``double``, ``half``, ...).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Callable
 
 LETTERS = string.ascii_lowercase
 ANSWER_CUE = "\nAnswer:"
+STOP = "\n"  # ends every training target; generation stops there (lm-eval: until ["\\n"])
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 BOOLS = ("true", "false")

@@ -98,8 +98,7 @@ def data_files(data_dir: Path, task: str) -> dict[str, Path]:
     return {"test": data_dir / f"{task}.jsonl", "adapt": data_dir / f"{task}_adapt.jsonl"}
 
 
-def write_data(data_dir: Path, skills: list[Skill], mixed: list[str], n_per_skill: int,
-               n_compose: int, seed: int) -> None:
+def write_data(data_dir: Path, mixed: list[str], n_per_skill: int, n_compose: int, seed: int) -> None:
     rng = random.Random(f"{seed}:demo-tasks")
     test, adapt = mixed_docs([get_skill(n) for n in mixed], n_per_skill, rng)
     files = data_files(data_dir, MIXED)

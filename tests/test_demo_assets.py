@@ -1,0 +1,190 @@
+"""Tests of the demo asset builder (`ilora_eval.demo`): a tiny base model, a LoRA skill
+library and the unseen demo tasks, built offline on CPU with `build_assets(quick=True)`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from ilora_eval.demo.build import MANIFEST, build_assets, default_root, load_assets
+from ilora_eval.demo.skills import COMPOSITES, SKILLS, get_skill
+from ilora_eval.demo.tasks import N_ADAPT, read_jsonl
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return build_assets(tmp_path_factory.mktemp("demo") / "assets", quick=True)
+
+
+@pytest.fixture(scope="module")
+def scores(assets):
+    from ilora_eval.demo.evaluate import skill_scores
+
+    return skill_scores(assets)
+
+
+def _digests(root: Path, pattern: str) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob(pattern))}
+
+
+def test_layout_and_shared_adapter_spec(assets):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (assets.base_dir / name).is_file(), name
+    assert sorted(p.name for p in assets.library_dir.iterdir()) == sorted(assets.skills)
+    specs = set()
+    for skill in assets.skills:
+        adir = assets.adapter_dir(skill)
+        assert (adir / "adapter_model.safetensors").is_file()
+        cfg = json.loads((adir / "adapter_config.json").read_text())
+        assert cfg["base_model_name_or_path"] == "ilora-demo-base"
+        specs.add((cfg["r"], cfg["lora_alpha"], tuple(sorted(cfg["target_modules"]))))
+        texts = read_jsonl(adir / "texts.jsonl")
+        assert len(texts) == 32 and all(isinstance(t["text"], str) and t["text"] for t in texts)
+        assert all(t["text"].startswith(get_skill(skill).instruction + ": ") for t in texts)
+    assert len(specs) == 1, specs
+    assert len(assets.skills) >= 6
+    assert len(SKILLS) >= 12  # the full library
+
+
+def test_adapters_load_together_in_peft(assets):
+    from peft import PeftModel
+
+    from ilora_eval.demo.evaluate import load_base
+
+    model, _ = load_base(assets.base_dir)
+    peft_model = None
+    for skill in assets.skills:  # adapter names = directory names (no clash with nn.Module attributes)
+        if peft_model is None:
+            peft_model = PeftModel.from_pretrained(model, str(assets.adapter_dir(skill)), adapter_name=skill)
+        else:
+            peft_model.load_adapter(str(assets.adapter_dir(skill)), adapter_name=skill)
+    assert set(peft_model.peft_config) == set(assets.skills)
+
+
+def test_rebuild_is_a_no_op(assets):
+    manifest = assets.root / MANIFEST
+    before = manifest.stat().st_mtime_ns
+    start = time.perf_counter()
+    again = build_assets(assets.root, quick=True)
+    assert time.perf_counter() - start < 2
+    assert manifest.stat().st_mtime_ns == before
+    assert again == assets
+    assert load_assets(assets.root, quick=False) is None  # another flag would rebuild
+
+
+def test_two_builds_are_bit_identical(assets, tmp_path):
+    other = build_assets(tmp_path / "again", quick=True)
+    first = _digests(assets.root, "*.safetensors")
+    assert len(first) == 1 + len(assets.skills)
+    assert _digests(other.root, "*.safetensors") == first
+    for pattern in ("*.jsonl", "adapter_config.json", "tokenizer.json"):
+        assert _digests(other.root, pattern) == _digests(assets.root, pattern), pattern
+
+
+def test_each_lora_beats_the_base_on_its_skill(assets, scores):
+    table = "\n".join(f"{s:12s} base={v['base']:.2f} lora={v['lora']:.2f}" for s, v in scores.items())
+    print("\n" + table)
+    good = [s for s, v in scores.items() if v["lora"] >= 0.6 and v["lora"] - v["base"] >= 0.4]
+    assert len(good) >= len(scores) - 1, table
+
+
+def test_demo_tasks_are_unseen_and_disjoint(assets):
+    assert assets.tasks == ["demo_mixed", "demo_compose"]
+    for task in assets.tasks:
+        files = assets.task_files(task)
+        test, adapt = read_jsonl(files["test"]), read_jsonl(files["adapt"])
+        assert len(adapt) == N_ADAPT and len(test) >= 15
+        test_inputs = [d["input"] for d in test]
+        assert len(set(test_inputs)) == len(test_inputs)
+        assert not {d["input"] for d in adapt} & set(test_inputs)
+        for doc in test + adapt:
+            assert doc["input"].endswith("\nAnswer:") and doc["target"].startswith(" ")
+            assert "\n" not in doc["target"]
+    mixed = read_jsonl(assets.task_files("demo_mixed")["test"])
+    assert {d["source_skill"] for d in mixed} == set(assets.mixed_skills)
+    assert len(assets.mixed_skills) >= 4
+    assert mixed[0]["source_skill"] != mixed[1]["source_skill"]  # interleaved
+    for doc in mixed:  # new wording, never the training one
+        skill = get_skill(doc["source_skill"])
+        assert doc["input"].startswith(skill.new_instruction + ": ")
+        assert not doc["input"].startswith(skill.instruction + ": ")
+    compose = read_jsonl(assets.task_files("demo_compose")["test"])
+    names = {c.name: c for c in COMPOSITES}
+    for doc in compose:
+        comp = names[doc["source_skill"]]
+        payload = doc["input"].split(": ", 1)[1].removesuffix("\nAnswer:")
+        mid = get_skill(comp.first).answer(payload)
+        assert doc["target"] == " " + get_skill(comp.second).answer(mid)
+        assert doc["source_skill"] not in SKILLS and comp.name not in assets.skills
+
+
+def test_task_yamls(assets):
+    import yaml
+
+    for task in assets.tasks:
+        cfg = yaml.safe_load((assets.tasks_dir / f"{task}.yaml").read_text())
+        assert cfg["task"] == task and cfg["output_type"] == "generate_until"
+        assert cfg["generation_kwargs"]["until"] == ["\n"] and cfg["generation_kwargs"]["do_sample"] is False
+        assert cfg["test_split"] == "test" and cfg["fewshot_split"] == "adapt" and cfg["num_fewshot"] == 0
+        assert cfg["target_delimiter"] == ""
+        files = cfg["dataset_kwargs"]["data_files"]
+        assert Path(files["test"]).is_absolute() and Path(files["test"]).is_file()
+        assert Path(files["adapt"]).is_file()
+    group = yaml.safe_load((assets.tasks_dir / "demo.yaml").read_text())
+    assert group["group"] == assets.group and group["task"] == assets.tasks
+
+
+def test_task_yamls_load_in_lm_eval(assets):
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager(include_path=str(assets.tasks_dir), include_defaults=False)
+    tasks = get_task_dict(assets.tasks, manager)
+    for name in assets.tasks:
+        task = tasks[name]
+        docs = list(task.test_docs())
+        assert len(docs) == len(read_jsonl(assets.task_files(name)["test"]))
+        assert task.doc_to_text(docs[0]) == docs[0]["input"]
+        assert task.doc_to_target(docs[0]) == docs[0]["target"]
+        assert len(list(task.fewshot_docs())) == N_ADAPT
+
+
+def test_moved_root_gets_fresh_yaml_paths(assets, tmp_path):
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(assets.root, moved)
+    loaded = load_assets(moved, quick=True)
+    assert loaded is not None
+    text = (moved / "tasks" / "demo_mixed.yaml").read_text()
+    assert str((moved / "data").resolve()) in text and str(assets.root) not in text
+
+
+def test_tokenizer_round_trips_task_text(assets):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(assets.base_dir))
+    assert tok.pad_token is not None and tok.eos_token is not None
+    for task in assets.tasks:
+        for doc in read_jsonl(assets.task_files(task)["test"]):
+            text = doc["input"] + doc["target"]
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            assert tok.unk_token_id not in ids
+            assert tok.decode(ids) == text
+
+
+def test_default_root_and_foreign_directory(tmp_path, monkeypatch):
+    from ilora_eval.errors import IloraError
+
+    monkeypatch.setenv("ILORA_EVAL_CACHE", str(tmp_path / "cache"))
+    assert default_root() == tmp_path / "cache" / "demo"
+    foreign = tmp_path / "not_demo"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(IloraError):
+        build_assets(foreign, quick=True)
+    assert (foreign / "keep.txt").read_text() == "mine"
