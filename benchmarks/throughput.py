@@ -42,6 +42,7 @@ GEN_DOC_OFFSET = 100_000
 LM_EVAL = ("hf", "ilora:base", "ilora:retrieve_fuse", "ilora:ilora")
 RAW = ("raw:base", "raw:per_row_rf", "raw:peft_rf", "raw:peft_ilora", "raw:one_row_rf")
 METHODS = LM_EVAL + RAW
+BASELINE = {m: "hf" for m in LM_EVAL} | {m: "raw:base" for m in RAW}
 WHAT = {
     "hf": "lm-eval `hf` (baseline)",
     "ilora:base": "lm-eval `ilora` strategy=base (library injected, unused)",
@@ -82,7 +83,8 @@ class ThroughputConfig:
     verbose: bool = True
 
 
-QUICK = dict(docs=8, conts=4, seq=100, gen_docs=16, gen_seq=64, gen_tokens=16, batch=16, repeats=5)
+QUICK = dict(docs=8, conts=4, seq=100, gen_docs=16, gen_seq=64, gen_tokens=16, batch=16, repeats=4)
+QUICK_METHODS = tuple(m for m in METHODS if m != "ilora:base")  # ilora:base is a diagnostic (~1.0x)
 
 
 # --------------------------------------------------------------------------- requests
@@ -430,7 +432,8 @@ class Bench:
 @dataclass
 class Result:
     cfg: ThroughputConfig
-    times: dict  # (method, kind) -> [{"wall": s, "cpu": s}] per repeat
+    times: dict  # (method, kind) -> [{"wall": s, "cpu": s}] per run
+    paired: dict  # (method, kind) -> [{"wall": r, "cpu": r}]: per repeat, against that repeat's baseline
     peaks: dict  # (method, kind) -> [transient bytes]
     resident: dict  # method -> bytes
     outputs: dict  # method -> {"ll": [...], "gen": [...]}
@@ -445,8 +448,12 @@ class Result:
         return median([t[clock or self.cfg.clock] for t in self.times.get((method, kind), [])])
 
     def ratio(self, method: str, kind: str, baseline: str, clock: str | None = None) -> float | None:
-        a, b = self.seconds(method, kind, clock), self.seconds(baseline, kind, clock)
-        return None if a is None or not b else a / b
+        """Median over repeats of (method's time / the mean of the baseline runs just before and after
+        that repeat's block), so drifting machine load cancels."""
+        if method == baseline:
+            return 1.0 if (method, kind) in self.times else None
+        assert baseline == BASELINE[method], (method, baseline)
+        return median([r[clock or self.cfg.clock] for r in self.paired.get((method, kind), [])])
 
     def peak(self, method: str) -> int | None:
         ps = [p for k in ("ll", "gen") for p in self.peaks.get((method, k), []) if p is not None]
@@ -476,33 +483,52 @@ def run(cfg: ThroughputConfig) -> Result:
 
 
 def measure(bench: Bench) -> Result:
+    """Each repeat runs four blocks (lm-eval ll, lm-eval gen, raw ll, raw gen); a block is
+    [baseline, its methods in an order rotated per repeat, baseline]."""
     cfg = bench.cfg
     jobs = bench.jobs()
     probe = MemProbe(cfg.device)
-    order = [(m, k) for m in jobs for k in ("ll", "gen")]
+    times, paired, peaks, outputs, resident = {}, {}, {}, {}, {}
     t0 = time.perf_counter()
-    for m, k in order:  # warm-up on one batch: first-call costs stay out of the timings
-        bench.clear_caches()
-        jobs[m][k](True)
-    bench.log(f"# warm-up {time.perf_counter() - t0:.1f}s")
-    times, peaks, outputs, resident = {}, {}, {}, {}
+    # untimed pass over all requests: warms every method up, measures its peak memory (the probe
+    # trims the heap first, which would slow the timed runs) and keeps its outputs for the agreement table
+    for m in jobs:
+        for k in ("ll", "gen"):
+            bench.clear_caches()
+            _, peak, out = timed(lambda: jobs[m][k](False), cfg.device, probe)
+            peaks[(m, k)] = [peak]
+            outputs.setdefault(m, {})[k] = out
+            resident[m] = max(resident.get(m, 0), bench.resident_bytes(m))
+    bench.log(f"# warm-up + memory pass {time.perf_counter() - t0:.1f}s")
+
+    def one(m, k, first):
+        bench.clear_caches()  # composition caches start cold, as on a run's first pass
+        dt, _, _ = timed(lambda: jobs[m][k](False), cfg.device)
+        times.setdefault((m, k), []).append(dt)
+        return dt
+
+    blocks = []
+    for level, baseline in (("lm-eval", "hf"), ("raw", "raw:base")):
+        members = [m for m in jobs if BASELINE[m] == baseline and m != baseline]
+        for k in ("ll", "gen"):
+            blocks.append((baseline if baseline in jobs else None, members, k))
     for rep in range(cfg.repeats):
         t0 = time.perf_counter()
-        shift = rep * max(1, len(order) // cfg.repeats)
-        for m, k in order[shift:] + order[:shift]:  # rotate: no method always runs first
-            bench.clear_caches()  # composition caches start cold, as on a run's first pass
-            dt, peak, out = timed(lambda: jobs[m][k](False), cfg.device, probe)
-            times.setdefault((m, k), []).append(dt)
-            peaks.setdefault((m, k), []).append(peak)
-            if rep == 0:
-                outputs.setdefault(m, {})[k] = out
-                resident[m] = max(resident.get(m, 0), bench.resident_bytes(m))
+        for baseline, members, k in blocks[rep % len(blocks):] + blocks[: rep % len(blocks)]:
+            shift = rep % max(1, len(members))
+            before = one(baseline, k, rep == 0) if baseline else None
+            got = {m: one(m, k, rep == 0) for m in members[shift:] + members[:shift]}
+            after = one(baseline, k, False) if baseline else None
+            if baseline:
+                for m, dt in got.items():
+                    paired.setdefault((m, k), []).append(
+                        {c: dt[c] / max(1e-12, (before[c] + after[c]) / 2) for c in ("wall", "cpu")})
         bench.log(f"# repeat {rep + 1}/{cfg.repeats}: {time.perf_counter() - t0:.1f}s")
     n_comp = {}
     for s in ("retrieve_fuse", "ilora"):
         if s in bench.lms:
             n_comp[s] = len({c for c in bench.compositions(s, bench.ll_reqs + bench.gen_reqs)})
-    res = Result(cfg, times, peaks, resident, outputs, bench.routing_times, bench.library_bytes(), n_comp,
+    res = Result(cfg, times, paired, peaks, resident, outputs, bench.routing_times, bench.library_bytes(), n_comp,
                  agreement(outputs))
     res.text, res.ratio_line = report(res, bench)
     return res
@@ -652,7 +678,8 @@ def parse(argv=None) -> ThroughputConfig:
                         "machine 2 threads make timings swing 3-8x (see README)")
     p.add_argument("--clock", choices=("wall", "cpu"),
                    help="time the ratios compare (default: cpu on a 1-thread CPU run, else wall)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--methods", help="comma-separated subset of " + ",".join(METHODS) +
+                   " (default: all; --quick leaves out ilora:base)")
     p.add_argument("--workdir", help="keep the built model/library here (default: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -665,7 +692,8 @@ def parse(argv=None) -> ThroughputConfig:
     return ThroughputConfig(model=spec, library=a.library, rank=a.rank, targets=a.targets, top_k=a.top_k,
                             per_row=min(a.per_row, a.library), compositions=a.compositions, until=a.until or None,
                             device=a.device, threads=threads, clock=clock,
-                            methods=tuple(m for m in a.methods.split(",") if m), workdir=a.workdir, seed=a.seed,
+                            methods=tuple(m for m in a.methods.split(",") if m) if a.methods else
+                            QUICK_METHODS if a.quick else METHODS, workdir=a.workdir, seed=a.seed,
                             **sizes)
 
 

@@ -285,11 +285,17 @@ class IloraLM(HFLM):
             context, continuation = req.args
             if context == "":
                 cont = self.tok_encode(continuation, add_special_tokens=False)
-                ctx, cont = ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
+                ctx, cont = ([self.prefix_token_id], cont) if not cont or self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
+            elif continuation == "":
+                ctx, cont = self.tok_encode(context), []
             else:
                 ctx, cont = self._encode_pair(context, continuation)
             new_reqs.append(((context, continuation), self._tag(ctx, cont, cid), cont))
-        out = self._tagged_loglikelihood(new_reqs, disable_tqdm)
+        # an empty continuation has probability 1; HFLM would assert on it
+        scored = [i for i, r in enumerate(new_reqs) if r[2]]
+        out = [(0.0, True)] * len(new_reqs)
+        for i, res in zip(scored, self._tagged_loglikelihood([new_reqs[i] for i in scored], disable_tqdm)):
+            out[i] = res
         self._write_routing_log()
         return out
 

@@ -44,7 +44,8 @@ def ilora(base, lib, **kw):
 def hf(base, **kw):
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=str(base), device="cpu", batch_size=4, **kw)
+    kw.setdefault("batch_size", 4)
+    return HFLM(pretrained=str(base), device="cpu", **kw)
 
 
 def close(a, b):

@@ -1,7 +1,7 @@
 """Deterministic builder of the demo assets: a tiny base model, a LoRA skill library, demo tasks.
 
-    assets = build_assets(default_root())        # ~35-45 s on one CPU core, then cached
-    assets = build_assets(tmp, quick=True)       # a smaller library for tests (~10-15 s)
+    assets = build_assets(default_root())        # ~30-45 s on one CPU core, then cached
+    assets = build_assets(tmp, quick=True)       # a 6-skill library for tests (~15-20 s)
 
 Layout under the root::
 
