@@ -22,11 +22,16 @@ class IloraConfig(SearchArgs):
     # "desc": most similar adapters and example (the paper's text); "asc": least similar (the
     # reference code's argsort), so both can be run
     order: str = "desc"
+    # "all": each example's search is scored on all the task's examples (the paper's code);
+    # "own": on that example alone (a per-instance reading of the paper's text)
+    search_on: str = "all"
 
     def validate(self) -> None:
         super().validate()
         if self.order not in ORDERS:
             raise IloraError(f"order={self.order!r} is unknown; choose desc (the paper) or asc (the reference code)")
+        if self.search_on not in ("all", "own"):
+            raise IloraError(f"search_on={self.search_on!r} is unknown; choose all (the paper's code) or own")
 
 
 @register_strategy("ilora")
@@ -43,8 +48,8 @@ class IloraStrategy(Strategy):
             full = self.env.embed([e.text + e.target for e in t.examples])
             for k, sims in enumerate(full @ cents.T):
                 picked = [int(i) for i in top_k(sims, self.config.top_k, self.config.order)]
-                # the paper's code scores each example's candidates on ALL the task's examples
-                jobs.append(SearchJob(f"task {t.name} example {k}", picked, t.examples, self.config.seed))
+                scored = t.examples if self.config.search_on == "all" else [t.examples[k]]
+                jobs.append(SearchJob(f"task {t.name} example {k}", picked, scored, self.config.seed))
                 owners.append(t.name)
         weights = learn_weights(jobs, self.config, self.env)
         for t in tasks:
