@@ -162,12 +162,13 @@ def write_chart(result: DemoResult, path: Path) -> None:
 
     names = [r["strategy"] for r in result.table]
     width = 0.8 / len(result.tasks)
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for k, task in enumerate(result.tasks):
         xs = [i + k * width for i in range(len(names))]
         ax.bar(xs, [r[task] for r in result.table], width, yerr=[r[task + "_std"] for r in result.table],
                label=task, capsize=3)
-    ax.set_xticks([i + width * (len(result.tasks) - 1) / 2 for i in range(len(names))], names)
+    ax.set_xticks([i + width * (len(result.tasks) - 1) / 2 for i in range(len(names))], names, rotation=20,
+                  ha="right")
     ax.set_ylabel("exact match")
     ax.set_ylim(0, 1)
     ax.set_title("ilora-eval demo: strategies on unseen tasks (mean ± std over seeds)")
