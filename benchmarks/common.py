@@ -4,7 +4,6 @@ Markdown table printer. Everything is built offline, deterministically from a se
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import random
@@ -176,23 +175,18 @@ def sync(device: str) -> None:
 
 
 class MemProbe:
-    """Transient peak memory of one call, above what was resident when it started.
+    """Transient peak of tensor memory during one call, above what was allocated when it started.
 
-    CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats (tensor bytes).
-    CPU: the process's peak RSS (VmHWM), reset through /proc/self/clear_refs after glibc has been
-    asked to hand freed heap pages back (malloc_trim), minus the RSS at the start. This counts every
-    allocation of the call (torch tensors, Python objects, tokenizer buffers), not only tensors.
+    CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats.
+    CPU: the same quantity, from the allocation/free events torch's profiler records with
+    profile_memory=True (every CPU tensor allocation, in order; the running sum's maximum). Deterministic,
+    unlike the process RSS (glibc keeps and reuses freed pages), but it slows the call down: use it only
+    on untimed runs. Non-tensor memory (Python objects, tokenizer buffers) is not counted.
     """
 
     def __init__(self, device: str):
         self.cuda = str(device).startswith("cuda")
-        self.ok = self.cuda or _can_reset_hwm()
-        self._libc = None
-        if not self.cuda:
-            try:
-                self._libc = ctypes.CDLL("libc.so.6")
-            except OSError:
-                self._libc = None
+        self._prof = None
 
     def start(self) -> None:
         if self.cuda:
@@ -200,38 +194,44 @@ class MemProbe:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
             return
-        if self._libc is not None:
-            self._libc.malloc_trim(0)
-        if self.ok:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-        self._base = _status_kb("VmRSS") * 1024
+        from torch.profiler import ProfilerActivity, profile
+
+        self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        with _quiet_stderr():  # kineto prints a line on every start and stop
+            self._prof.__enter__()
 
     def stop(self) -> int | None:
-        """Bytes above the starting point at the peak (None where it cannot be measured)."""
+        """Bytes above the starting point at the peak (None where it could not be measured)."""
         if self.cuda:
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated() - self._base
-        if not self.ok:
+        prof, self._prof = self._prof, None
+        with _quiet_stderr():
+            prof.__exit__(None, None, None)
+        try:
+            events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        except AttributeError:  # private API moved
             return None
-        return max(0, _status_kb("VmHWM") * 1024 - self._base)
+        cur = peak = 0
+        for e in sorted(events, key=lambda e: e.start_ns()):
+            cur += e.nbytes()
+            peak = max(peak, cur)
+        return peak
 
 
-def _status_kb(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
+class _quiet_stderr:
+    def __enter__(self):
+        import sys
 
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
 
-def _can_reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return _status_kb("VmHWM") > 0
-    except OSError:
-        return False
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
 
 
 def tensor_bytes(tensors) -> int:

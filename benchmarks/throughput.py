@@ -281,8 +281,7 @@ class Bench:
                 inp[k, : len(s)] = torch.tensor(s)
             if before is not None:
                 before(b)
-            logits = model(input_ids=inp.to(self.device), **(kwargs(b) if kwargs else {})).logits
-            lp = F.log_softmax(logits, dim=-1)
+            lp = F.log_softmax(model(input_ids=inp.to(self.device), **(kwargs(b) if kwargs else {})).logits, dim=-1)
             for k, i in enumerate(b):
                 cont = self.ll_enc[i][1]
                 n = len(seqs[k])
@@ -582,7 +581,7 @@ def report(res: Result, bench: Bench) -> tuple[str, str]:
     hf_peak = res.peak("hf")
     c = cfg.clock
     headers = ["method", "what", f"ll s ({c})", "ll ×", f"gen s ({c})", "gen ×",
-               f"× ll / gen ({'wall' if c == 'cpu' else 'cpu'})", "resident MB", "transient peak MB (ll/gen)",
+               f"× ll / gen ({'wall' if c == 'cpu' else 'cpu'})", "resident MB", "transient tensor peak MB (ll/gen)",
                "peak MB", "peak / (hf peak + library)"]
     rows = []
     for m in [m for m in METHODS if (m, "ll") in res.times]:

@@ -38,7 +38,7 @@ def _load_by_path(name: str, path: Path):
 
 # The helpers exactly as lm-eval reaches them: the task YAMLs' utils.py, loaded by path.
 UTILS = _load_by_path("_test_bbh_ilora_utils", TASKS_DIR / "bbh_ilora" / "utils.py")
-COMMON = UTILS.common
+import ilora_eval.tasks.common as COMMON  # noqa: E402 (what the utils shims re-export)
 BBH_TASKS = list(COMMON.BBH_TASKS)
 
 

@@ -65,7 +65,7 @@ def task_file(fmt: str, task: str) -> str:
         "dataset_kwargs": {"bbh_task": task, "heldout_n_adapt": utils.N_ADAPT, "heldout_seed": utils.ADAPT_SEED},
     }
     if fmt == "qa":
-        cfg["description"] = utils.common.bbh_description(task)
+        cfg["description"] = utils.bbh_description(task)
     return _dump(cfg)
 
 
