@@ -44,6 +44,8 @@ def test_odd_loglikelihood_requests(kind, request):
 def test_odd_generation_requests(kind, request):
     base, lib = request.getfixturevalue(kind)
     rs = reqs("generate_until")
+    if kind == "t5":  # a 512-token encoder context makes HFLM let T5 generate ~500 tokens: slow, no news
+        rs = [r for r in rs if r.doc.get("input") != LONG]
     out = ilora(base, lib, strategy="retrieve_fuse", top_k=2, batch_size=3).generate_until(rs)
     assert len(out) == len(rs) and all(isinstance(s, str) for s in out)
     single = [ilora(base, lib, strategy="retrieve_fuse", top_k=2, batch_size=1).generate_until([r])[0] for r in rs]
