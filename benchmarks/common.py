@@ -290,4 +290,4 @@ def machine() -> str:
 
     cpu = platform.processor() or platform.machine()
     return (f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+            f"{torch.get_num_threads()} thread(s)" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))

@@ -43,6 +43,7 @@ class SearchBenchConfig:
     top_k: int = 20
     budget: int = 40
     l1: float = 0.05  # weight of the mean |w| term (LoraHub's 0.05)
+    loss: str = "mean"  # mean | lorahub (CE divided by n_adapt again, as LoraHub's default_get_loss)
     prompt: int = 32  # prompt tokens of an adaptation example
     target: int = 3  # target tokens
     repeats: int = 3
@@ -106,7 +107,8 @@ class SearchBench:
         for k in range(cfg.searches):  # as IloraStrategy._fit picks them (order=desc)
             picked = [int(i) for i in top_k(full[k % len(full)] @ cents.T, min(cfg.top_k, cfg.library))]
             self.jobs.append(SearchJob(f"example {k}", picked, self.examples, cfg.seed))
-        self.args = SearchArgs(n_adapt=cfg.n_adapt, budget=cfg.budget, l1=cfg.l1, seed=cfg.seed)
+        self.args = SearchArgs(n_adapt=cfg.n_adapt, budget=cfg.budget, l1=cfg.l1, loss=cfg.loss, seed=cfg.seed)
+        self.args.validate()
         self.env = types.SimpleNamespace(score=self.scorer, progress=False)
         for ex in self.examples:  # tokenisation is cached by the scorer: do it before timing
             self.scorer.encode(ex)
@@ -121,7 +123,10 @@ class SearchBench:
             opt = make_optimizer(len(job.indices), job.seed, sc)
 
             def loss(w, job=job):
-                return self.scorer([Composition.of(job.indices, w)], [job.examples])[0] + l1_penalty(w, sc)
+                ce = self.scorer([Composition.of(job.indices, w)], [job.examples])[0]
+                if self.args.loss == "lorahub":
+                    ce /= len(job.examples)
+                return ce + l1_penalty(w, sc)
 
             out.append(np.asarray(opt.minimize(loss).value, dtype=np.float64))
         return out
@@ -138,7 +143,8 @@ class SearchBench:
         sc = self.args.search_config()
         comps = [Composition.of(j.indices, w) for j, w in zip(self.jobs, weights)]
         losses = self.scorer(comps, [j.examples for j in self.jobs])
-        return [loss + l1_penalty(w, sc) for loss, w in zip(losses, weights)]
+        div = [len(j.examples) if self.args.loss == "lorahub" else 1 for j in self.jobs]
+        return [loss / d + l1_penalty(w, sc) for loss, d, w in zip(losses, div, weights)]
 
 
 def run(cfg: SearchBenchConfig) -> SearchResult:
@@ -199,8 +205,9 @@ def report(res: SearchResult) -> tuple[str, str]:
     lines = [
         f"## search: {cfg.searches} searches (iLoraComp, one per adaptation example) × budget {cfg.budget}, "
         f"top_k={cfg.top_k} of {cfg.library} rank-{cfg.rank} adapters on {cfg.targets}, each scored on "
-        f"{cfg.n_adapt} examples (~{cfg.prompt}+{cfg.target} tokens); loss = mean target CE + {cfg.l1}·mean|w| "
-        f"(loss=mean); NGOpt, one worker (Cobyla)",
+        f"{cfg.n_adapt} examples (~{cfg.prompt}+{cfg.target} tokens); loss = mean target CE"
+        f"{' / n_adapt' if cfg.loss == 'lorahub' else ''} + {cfg.l1}·mean|w| (loss={cfg.loss}); NGOpt, one worker "
+        f"(Cobyla)",
         f"Llama h{s.hidden}×{s.layers} layers, vocab {s.vocab}, {cfg.model.dtype}, {cfg.device}; median of "
         f"{cfg.repeats} repeats, ratios on {cfg.clock} time; {machine()}",
         "",
@@ -211,7 +218,7 @@ def report(res: SearchResult) -> tuple[str, str]:
                      res.seconds(arm), res.seconds(arm, other), mb(res.peaks.get(arm)),
                      " ".join(f"{x:.4f}" for x in res.losses[arm])])
     lines.append(table(["arm", "forwards", "rows per forward", f"s ({cfg.clock})", f"s ({other})",
-                        "transient peak MB", "final loss per search"], rows))
+                        "transient tensor peak MB", "final loss per search"], rows))
     lines.append("")
     lines.append(f"loss with all weights 0 (base model): {res.base_loss:.4f}; weights identical: {res.identical}; "
                  f"max |w| per search: " + " ".join(f"{np.abs(w).max():.3f}" for w in res.weights["lock-step"]))
@@ -242,6 +249,8 @@ def parse(argv=None) -> SearchBenchConfig:
     p.add_argument("--budget", type=int, default=40)
     p.add_argument("--prompt", type=int, default=32)
     p.add_argument("--target", type=int, default=3)
+    p.add_argument("--l1", type=float, default=0.05)
+    p.add_argument("--loss", choices=("mean", "lorahub"), default="mean")
     p.add_argument("--repeats", type=int)
     p.add_argument("--threads", type=int, help="torch CPU threads (default 1 on CPU; 0: torch's default)")
     p.add_argument("--clock", choices=("wall", "cpu"), help="default: cpu on a 1-thread CPU run, else wall")
@@ -253,7 +262,7 @@ def parse(argv=None) -> SearchBenchConfig:
     return SearchBenchConfig(
         model=ModelSpec(hidden=a.hidden, layers=a.layers, vocab=a.vocab, dtype=a.dtype, seed=a.seed),
         library=a.library, rank=a.rank, targets=a.targets, searches=a.searches, n_adapt=a.n_adapt,
-        top_k=min(a.top_k, a.library), budget=a.budget, prompt=a.prompt, target=a.target,
+        top_k=min(a.top_k, a.library), budget=a.budget, l1=a.l1, loss=a.loss, prompt=a.prompt, target=a.target,
         repeats=a.repeats or (QUICK["repeats"] if a.quick else 5), device=a.device, threads=threads, clock=clock,
         seed=a.seed, workdir=a.workdir)
 

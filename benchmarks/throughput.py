@@ -314,7 +314,7 @@ class Bench:
     def jobs(self) -> dict[str, dict]:
         """method -> {"ll": fn(warmup: bool), "gen": fn(warmup: bool)}"""
         J = {}
-        ll, gen, b = self.ll_reqs, self.gen_reqs, self.cfg.batch
+        ll, gen = self.ll_reqs, self.gen_reqs
 
         def lm_eval(lm):
             return {"ll": lambda warm: [x[0] for x in lm.loglikelihood(ll[:4] if warm else ll, disable_tqdm=True)],
@@ -330,13 +330,15 @@ class Bench:
         def raw(model, before_ll=None, before_gen=None, kw_ll=None, kw_gen=None, after=None):
             def run_ll(warm):
                 try:
-                    return self.raw_loglikelihood(model, [self.ll_batches[0][:4]] if warm else self.ll_batches, before_ll, kw_ll)
+                    batches = [self.ll_batches[0][:4]] if warm else self.ll_batches
+                    return self.raw_loglikelihood(model, batches, before_ll, kw_ll)
                 finally:
                     after and after()
 
             def run_gen(warm):
                 try:
-                    return self.raw_generate(model, [self.gen_batches[0][:2]] if warm else self.gen_batches, before_gen, kw_gen)
+                    batches = [self.gen_batches[0][:2]] if warm else self.gen_batches
+                    return self.raw_generate(model, batches, before_gen, kw_gen)
                 finally:
                     after and after()
 
@@ -402,7 +404,8 @@ class Bench:
     def cache_bytes(self, strategy: str) -> int:
         from ilora_eval.composition import composed_modules
 
-        return tensor_bytes(t for m in composed_modules(self.lms[strategy].model) for f in m._cache.values() for t in f)
+        mods = composed_modules(self.lms[strategy].model)
+        return tensor_bytes(t for m in mods for f in m._cache.values() for t in f)
 
     def library_bytes(self) -> int:
         from ilora_eval.composition import composed_modules
@@ -415,7 +418,7 @@ class Bench:
     def resident_bytes(self, method: str) -> int:
         """Bytes a method keeps resident: its model's parameters and buffers (the stacked library is a
         buffer of the ilora models), the per-row layer's composition caches, and for PEFT the base
-        model plus only the slots that method uses (the library is no longer needed once they are written)."""
+        model plus only the slots that method uses (the library is not needed once they are written)."""
         base = module_bytes(self.hf.model)
         if method in ("hf", "raw:base"):
             return base

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # plain `pytest` (python -m pytest has the checkout on sys.path already)
+    sys.path.append(str(REPO))
 
 from benchmarks import search, throughput  # noqa: E402
 from benchmarks.common import ModelSpec  # noqa: E402
