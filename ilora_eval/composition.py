@@ -107,6 +107,8 @@ class RowPlan:
     inverse: torch.Tensor
     out_idx: torch.Tensor | None  # output mode: [batch, k] adapter indices
     out_w: torch.Tensor | None  # output mode: [batch, k] weights
+    # per module: its per-row factors, gathered once and reused by every decoding step
+    row_factors: dict = field(default_factory=dict)
 
 
 class ComposedLoraLinear(nn.Module):
@@ -130,16 +132,36 @@ class ComposedLoraLinear(nn.Module):
             delta = self._arrow(x3, plan)
         elif self.state.mode == "output":
             delta = self._output_mix(x3, plan)
-        elif len(plan.uniq) == 1:
-            A, B = self._composed(plan.uniq[0])
-            delta = (x3.to(A.dtype) @ A.T) @ B.T
         else:
-            factors = [self._composed(c) for c in plan.uniq]
-            A = torch.stack([f[0] for f in factors])[plan.inverse]  # [b, r, d_in]
-            B = torch.stack([f[1] for f in factors])[plan.inverse]  # [b, d_out, r]
-            delta = torch.bmm(torch.bmm(x3.to(A.dtype), A.transpose(1, 2)), B.transpose(1, 2))
+            At, Bt = self._row_factors(plan)
+            h = torch.matmul(x3.to(At.dtype), At)  # [b, t, r]
+            y3 = y if y.dim() == 3 else y.unsqueeze(1)
+            if y3.dtype == Bt.dtype and y3.is_contiguous() and not torch.is_grad_enabled():
+                # in place: no second output-sized tensor per module
+                if Bt.dim() == 2:
+                    y3.view(-1, y3.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), Bt)
+                else:
+                    y3.baddbmm_(h, Bt)
+                return y
+            delta = torch.matmul(h, Bt)
         delta = delta if x.dim() == 3 else delta.squeeze(1)
         return y + delta.to(y.dtype)
+
+    def _row_factors(self, plan: RowPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aᵀ [d_in, r] and Bᵀ [r, d_out] when the batch shares one composition, else per-row
+        stacks [b, d_in, r] and [b, r, d_out]."""
+        key = id(self)
+        hit = plan.row_factors.get(key)
+        if hit is None:
+            if len(plan.uniq) == 1:
+                A, B = self._composed(plan.uniq[0])
+                hit = (A.T, B.T)
+            else:
+                factors = [self._composed(c) for c in plan.uniq]
+                hit = (torch.stack([f[0] for f in factors])[plan.inverse].transpose(1, 2),
+                       torch.stack([f[1] for f in factors])[plan.inverse].transpose(1, 2))
+            plan.row_factors[key] = hit
+        return hit
 
     def _composed(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
         hit = self._cache.get(cid)

@@ -18,6 +18,7 @@ class TargetScorer:
         self.lm = lm  # an HFLM: tokenizer, backend, device, max_length, model
         self.state = state
         self.rows_per_batch = rows_per_batch
+        self.fast_head = True
         self._enc: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
 
     def encode(self, ex: Example) -> tuple[list[int], list[int]]:
@@ -56,6 +57,20 @@ class TargetScorer:
             self.state.ids.pop(comp, None)
         del self.state.compositions[first:]
 
+    # architectures whose logits are exactly lm_head(last hidden state): for them the vocabulary
+    # projection is applied to the target positions only (a [rows, tokens, vocab] tensor is not built)
+    PLAIN_HEAD = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "opt", "olmo", "phi3"})
+
+    def _target_logits(self, inp, mask, spans) -> torch.Tensor:
+        """Logits at the positions that predict each row's target tokens, concatenated."""
+        model = self.lm.model
+        if getattr(model.config, "model_type", None) in self.PLAIN_HEAD and self.fast_head:
+            hidden = model.base_model(input_ids=inp, attention_mask=mask).last_hidden_state
+            picked = torch.cat([hidden[i, a:b] for i, a, b in spans])
+            return model.get_output_embeddings()(picked)
+        logits = model(input_ids=inp, attention_mask=mask).logits
+        return torch.cat([logits[i, a:b] for i, a, b in spans])
+
     def _forward(self, chunk) -> list[float]:
         lm = self.lm
         device = lm.device
@@ -69,12 +84,13 @@ class TargetScorer:
             for i, s in enumerate(seqs):
                 inp[i, : len(s)] = torch.tensor(s)
                 mask[i, : len(s)] = 1
-            logits = lm.model(input_ids=inp.to(device), attention_mask=mask.to(device)).logits.float()
-            out = []
-            for i, (_, _, ctx, cont) in enumerate(chunk):
-                n = len(seqs[i])
-                lp = F.log_softmax(logits[i, n - len(cont) : n], dim=-1)
+            spans = [(i, len(s) - len(cont), len(s)) for i, (s, (_, _, _, cont)) in enumerate(zip(seqs, chunk))]
+            logits = self._target_logits(inp.to(device), mask.to(device), spans)
+            out, pos = [], 0
+            for _, _, _, cont in chunk:
+                lp = F.log_softmax(logits[pos : pos + len(cont)].float(), dim=-1)
                 out.append(-float(lp.gather(1, torch.tensor(cont, device=device)[:, None]).sum()))
+                pos += len(cont)
             return out
         ctxs = [ctx[-max_len:] for _, _, ctx, _ in chunk]
         conts = [cont[-max_len:] for _, _, _, cont in chunk]

@@ -358,8 +358,8 @@ class IloraLM(HFLM):
                                          labels=labels)
         finally:
             self.state.set_rows(None)
-        if self.backend == "causal":  # give the tag position a (never read) logit row back
-            logits = torch.cat([logits[:, :1], logits], dim=1)
+        # causal logits come back one position shorter than the tagged input; HFLM reads the
+        # continuation at `inplen + (len(logits) - padded len)`, which absorbs exactly that shift
         return logits
 
     def tok_batch_encode(self, strings, *args, **kwargs):

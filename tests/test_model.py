@@ -218,3 +218,37 @@ def _weights(learned):
     if "examples" in learned:
         return [w for e in learned["examples"] for w in e["weights"]]
     return learned["weights"]
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_target_scorer_equals_a_direct_cross_entropy(kind, request):
+    """The search's loss: token-mean cross-entropy of the targets under a composition."""
+    import torch.nn.functional as F
+
+    from ilora_eval.adaptation import Example
+    from ilora_eval.composition import Composition
+
+    base, lib = request.getfixturevalue(kind)
+    lm = ilora(base, lib, strategy="base")
+    scorer = lm.strategy.env.score
+    exs = [Example("Q: red green\nA:", "red green", " yes"), Example("Q: one two three four\nA:", "x", " no sat")]
+    comps = [Composition.of([1, 4], [0.8, -0.5]), Composition((), ())]
+    got = scorer(comps, [exs, exs])
+    scorer.fast_head = False
+    assert scorer(comps, [exs, exs]) == pytest.approx(got, rel=1e-5)
+    # independent: one example at a time, full logits, the composition set by hand
+    for comp, value in zip(comps, got):
+        nll, n = 0.0, 0
+        for ex in exs:
+            ctx, cont = lm._encode_pair(ex.prompt, ex.target)
+            lm.state.set_rows([lm.state.register(comp)])
+            with torch.no_grad():
+                if kind == "t5":
+                    logits = lm.model(input_ids=torch.tensor([ctx]), labels=torch.tensor([cont])).logits[0]
+                else:
+                    logits = lm.model(input_ids=torch.tensor([ctx + cont])).logits[0, len(ctx) - 1 : -1]
+            lm.state.set_rows(None)
+            nll -= float(F.log_softmax(logits.float(), -1).gather(1, torch.tensor(cont)[:, None]).sum())
+            n += len(cont)
+        assert value == pytest.approx(nll / n, rel=1e-4)
+    assert got[0] != pytest.approx(got[1], rel=1e-3)
