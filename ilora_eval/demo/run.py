@@ -73,7 +73,8 @@ def run_demo(assets, out_dir: Path, *, seeds=(1, 2, 3), strategies=None, embedde
                                   limit=limit, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                                   fewshot_random_seed=seed)
             seconds = time.perf_counter() - start
-            path = _save(res, runs_dir / f"{label.replace('(', '_').replace(')', '').replace('=', '-')}_seed{seed}")
+            path = _save(res, runs_dir / f"{label.replace('(', '_').replace(')', '').replace('=', '-')}_seed{seed}",
+                         redact={str(assets.root): "<demo-assets>", str(Path.home()): "~"})
             scores = {t: float(res["results"][t]["exact_match,none"]) for t in assets.tasks}
             runs.append(DemoRun(label, seed, scores, seconds, path))
             progress(f"  {label:<22} seed {seed}: " + "  ".join(f"{t} {s:.3f}" for t, s in scores.items())
@@ -84,19 +85,24 @@ def run_demo(assets, out_dir: Path, *, seeds=(1, 2, 3), strategies=None, embedde
     return result
 
 
-def _save(res: dict, run_dir: Path) -> Path:
-    """lm-eval's layout: results_<ts>.json and samples_<task>_<ts>.jsonl side by side."""
+def _save(res: dict, run_dir: Path, redact: dict[str, str]) -> Path:
+    """lm-eval's layout: results_<ts>.json and samples_<task>_<ts>.jsonl side by side, with this
+    machine's paths replaced (`redact`) so a run can be shared or committed."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("*.json*"):
         old.unlink()
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
     samples = res.pop("samples", {})
     path = run_dir / f"results_{stamp}.json"
-    path.write_text(json.dumps(res, indent=2, default=str))
-    for task, rows in samples.items():
-        with open(run_dir / f"samples_{task}_{stamp}.jsonl", "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, default=str) + "\n")
+    def clean(text: str) -> str:
+        for old, new in redact.items():
+            text = text.replace(old, new)
+        return text
+
+    path.write_text(clean(json.dumps(res, indent=2, default=str)))
+    with_samples = {task: "".join(json.dumps(row, default=str) + "\n" for row in rows) for task, rows in samples.items()}
+    for task, text in with_samples.items():
+        (run_dir / f"samples_{task}_{stamp}.jsonl").write_text(clean(text))
     return path
 
 
