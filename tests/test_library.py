@@ -125,3 +125,12 @@ def test_library_build_command(lib_copy, capsys):
     assert main(["library", "build", str(lib), "--embedder", "hashing"]) == 0
     assert (lib / "ilora_index" / "centroids.safetensors").is_file()
     assert "indexed 6 adapters" in capsys.readouterr().out
+
+
+def test_embedder_that_cannot_load_offline_says_how_to_fix(tmp_path):
+    from ilora_eval.embeddings import load_embedder
+
+    with pytest.raises(IloraError, match=r"embedder 'no-such-org/no-such-embedder' could not be loaded .*embedder=<local"):
+        load_embedder("no-such-org/no-such-embedder")
+    with pytest.raises(IloraError, match="could not be loaded"):
+        load_embedder(str(tmp_path))  # an existing folder that is not a sentence-transformers model
