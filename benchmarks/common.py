@@ -4,8 +4,10 @@ Markdown table printer. Everything is built offline, deterministically from a se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import random
 import statistics
 import time
@@ -164,6 +166,17 @@ def make_library(model, base_name: str, lib: Path, corpus: Corpus, n: int, rank:
 
 
 # --------------------------------------------------------------------------- timing and memory
+@contextlib.contextmanager
+def workdir(path: str | None, prefix: str):
+    """`path` (kept) or a temporary folder (removed afterwards)."""
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
 def set_threads(n: int | None) -> None:
     if n:
         torch.set_num_threads(n)

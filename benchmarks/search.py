@@ -20,7 +20,6 @@ import argparse
 import logging
 import random
 import sys
-import tempfile
 import time
 import types
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (Corpus, MemProbe, ModelSpec, machine, make_library, make_model, mb, median, quiet_cli,
+from benchmarks.common import (workdir, Corpus, MemProbe, ModelSpec, machine, make_library, make_model, mb, median, quiet_cli,
                                set_threads, table, timed)
 
 
@@ -150,19 +149,8 @@ class SearchBench:
 def run(cfg: SearchBenchConfig) -> SearchResult:
     set_threads(cfg.threads)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    tmp = None
-    if cfg.workdir:
-        root = Path(cfg.workdir)
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="ilora-search-bench-")
-        root = Path(tmp.name)
-    try:
-        bench = SearchBench(cfg, root)
-        return measure(bench)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    with workdir(cfg.workdir, "ilora-search-bench-") as root:
+        return measure(SearchBench(cfg, root))
 
 
 def measure(bench: SearchBench) -> SearchResult:

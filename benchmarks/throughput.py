@@ -26,7 +26,6 @@ import argparse
 import logging
 import random
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import (DTYPES, TARGETS, Corpus, MemProbe, ModelSpec, machine, make_library, make_model, mb,
+from benchmarks.common import (workdir, DTYPES, TARGETS, Corpus, MemProbe, ModelSpec, machine, make_library, make_model, mb,
                                median, module_bytes, quiet_cli, set_threads, table, tensor_bytes, timed)
 
 TASK = "bench"
@@ -471,19 +470,8 @@ def run(cfg: ThroughputConfig) -> Result:
     unknown = set(cfg.methods) - set(METHODS)
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
-    tmp = None
-    if cfg.workdir:
-        root = Path(cfg.workdir)
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="ilora-bench-")
-        root = Path(tmp.name)
-    try:
-        bench = Bench(cfg, root)
-        return measure(bench)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    with workdir(cfg.workdir, "ilora-bench-") as root:
+        return measure(Bench(cfg, root))
 
 
 def measure(bench: Bench) -> Result:
