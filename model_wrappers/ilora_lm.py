@@ -12,8 +12,8 @@ Requests with different compositions therefore share batches, and results come b
 
 from __future__ import annotations
 
+import inspect
 import json
-import logging
 import os
 import sys
 import time
@@ -32,7 +32,6 @@ from ilora_eval.scoring import TargetScorer
 from ilora_eval.strategies.base import StrategyEnv
 from ilora_eval.strategies.registry import build_config, strategy_arg_names, strategy_class
 
-log = logging.getLogger(__name__)
 install_excepthook()
 
 # HFLM passes unknown keyword arguments to from_pretrained; these are the ones we let through.
@@ -72,10 +71,7 @@ class IloraLM(HFLM):
                  composition: str = "param", exclude: str | None = None, routing_log: str | None = None,
                  include_path: str | None = None, check_base: bool = True, progress: bool = True,
                  fit_cache: str | None = None, **kwargs):
-        from lm_eval.models.huggingface import HFLM as _H
-        import inspect
-
-        hflm_args = set(inspect.signature(_H.__init__).parameters) - {"self", "kwargs"}
+        hflm_args = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
         own_strategy_args = {k: kwargs.pop(k) for k in list(kwargs) if k in strategy_arg_names()}
         self.strategy_config = build_config(strategy, own_strategy_args)
         if own_strategy_args:
