@@ -166,6 +166,17 @@ def make_library(model, base_name: str, lib: Path, corpus: Corpus, n: int, rank:
 
 
 # --------------------------------------------------------------------------- timing and memory
+def cli_main(run, parse, argv=None):
+    """A benchmark's entry point: its tables, the wall time, then the ratio line last."""
+    quiet_cli()
+    t0 = time.perf_counter()
+    res = run(parse(argv))
+    print(res.text)
+    print(f"(wall {time.perf_counter() - t0:.1f}s)")
+    print(res.ratio_line, flush=True)
+    return res
+
+
 @contextlib.contextmanager
 def workdir(path: str | None, prefix: str):
     """`path` (kept) or a temporary folder (removed afterwards)."""

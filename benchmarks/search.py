@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import sys
 import time
 import types
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (workdir, Corpus, MemProbe, ModelSpec, machine, make_library, make_model, mb, median, quiet_cli,
+from benchmarks.common import (cli_main, workdir, Corpus, MemProbe, ModelSpec, machine, make_library, make_model, mb, median,
                                set_threads, table, timed)
 
 
@@ -256,14 +255,7 @@ def parse(argv=None) -> SearchBenchConfig:
 
 
 def main(argv=None) -> SearchResult:
-    quiet_cli()
-    t0 = time.perf_counter()
-    res = run(parse(argv))
-    print(res.text)
-    print(f"(wall {time.perf_counter() - t0:.1f}s)")
-    print(res.ratio_line)
-    sys.stdout.flush()
-    return res
+    return cli_main(run, parse, argv)
 
 
 if __name__ == "__main__":

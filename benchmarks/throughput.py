@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import (workdir, DTYPES, TARGETS, Corpus, MemProbe, ModelSpec, machine, make_library, make_model, mb,
-                               median, module_bytes, quiet_cli, set_threads, table, tensor_bytes, timed)
+from benchmarks.common import (cli_main, workdir, DTYPES, TARGETS, Corpus, MemProbe, ModelSpec, machine, make_library, make_model, mb,
+                               median, module_bytes, set_threads, table, tensor_bytes, timed)
 
 TASK = "bench"
 GEN_DOC_OFFSET = 100_000
@@ -694,14 +693,7 @@ def parse(argv=None) -> ThroughputConfig:
 
 
 def main(argv=None) -> Result:
-    quiet_cli()
-    t0 = time.perf_counter()
-    res = run(parse(argv))
-    print(res.text)
-    print(f"(wall {time.perf_counter() - t0:.1f}s)")
-    print(res.ratio_line)
-    sys.stdout.flush()
-    return res
+    return cli_main(run, parse, argv)
 
 
 if __name__ == "__main__":
