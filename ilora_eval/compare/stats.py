@@ -1,0 +1,165 @@
+"""Statistics for `ilora-eval compare`: seed summaries, per-task tests, stratified bootstrap
+intervals and multiple-testing corrections.
+
+Per-task tests compare two groups' per-document values. Paired 0/1 values: the exact McNemar
+test (a two-sided binomial test on the discordant documents, `scipy.stats.binomtest`). Other
+paired values (e.g. a mean over seeds, or a non-0/1 metric): the paired sign-flip permutation
+test on the mean difference (`scipy.stats.permutation_test`, exact when the resamples cover
+every sign pattern). Unpaired values: the two-sample permutation test on the difference of means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MCNEMAR = "McNemar exact (sign test)"
+PERMUTATION = "paired permutation"
+PERMUTATION_UNPAIRED = "unpaired permutation"
+
+# Up to this many indices are drawn per bootstrap chunk (about 8 MB of int64).
+_CHUNK = 1_000_000
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1) over seeds; sd is None for a single value."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        raise ValueError("mean_sd needs at least one value")
+    return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size > 1 else None)
+
+
+def is_binary(values: Sequence[float] | np.ndarray) -> bool:
+    arr = np.asarray(values, dtype=float)
+    return bool(np.all((arr == 0) | (arr == 1)))
+
+
+def mcnemar_p(a_only: int, b_only: int) -> float:
+    """Exact two-sided McNemar p from the discordant counts (A right and B wrong, and the reverse)."""
+    from scipy.stats import binomtest
+
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    return float(binomtest(a_only, n, 0.5, alternative="two-sided").pvalue)
+
+
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def _mean_diff(x, y, axis=-1):
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000, seed: int = 0) -> tuple[str, float]:
+    """(test name, two-sided p) for paired values a[i], b[i]."""
+    from scipy.stats import permutation_test
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("paired_test needs two equally long 1-d sequences")
+    if is_binary(x) and is_binary(y):
+        return MCNEMAR, mcnemar_p(int(np.sum((x == 1) & (y == 0))), int(np.sum((x == 0) & (y == 1))))
+    # A zero difference is the same under a sign flip: dropping it leaves the p-value unchanged and
+    # makes the exact enumeration (2**n patterns) reachable for more tasks.
+    d = (x - y)[x != y]
+    if d.size == 0:
+        return f"{PERMUTATION} (exact)", 1.0
+    # one sample with permutation_type="samples" is scipy's sign-flip test
+    res = permutation_test((d,), _mean, permutation_type="samples", vectorized=True, n_resamples=n_resamples,
+                           alternative="two-sided", random_state=seed)
+    exact = 2 ** min(d.size, 62) <= n_resamples
+    return (f"{PERMUTATION} (exact)" if exact else f"{PERMUTATION} ({n_resamples} resamples)"), float(res.pvalue)
+
+
+def unpaired_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000, seed: int = 0) -> tuple[str, float]:
+    """(test name, two-sided p) for two independent samples: permutation test on the mean difference."""
+    from scipy.stats import permutation_test
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size == 0 or y.size == 0:
+        raise ValueError("unpaired_test needs two non-empty samples")
+    if np.all(np.concatenate([x, y]) == x[0]):
+        return PERMUTATION_UNPAIRED, 1.0
+    res = permutation_test((x, y), _mean_diff, permutation_type="independent", vectorized=True,
+                           n_resamples=n_resamples, alternative="two-sided", random_state=seed)
+    return f"{PERMUTATION_UNPAIRED} ({n_resamples} resamples)", float(res.pvalue)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down; controls the family-wise error rate)."""
+    p = np.asarray(pvalues, dtype=float)
+    m = p.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (controls the false discovery rate)."""
+    from scipy.stats import false_discovery_control
+
+    if len(pvalues) == 0:
+        return []
+    return np.asarray(false_discovery_control(np.asarray(pvalues, dtype=float), method="bh")).tolist()
+
+
+CORRECTIONS = {"holm": holm, "bh": benjamini_hochberg}
+
+
+@dataclass
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+def stratified_bootstrap(strata: Sequence[Sequence[np.ndarray]], n_resamples: int = 10000, seed: int = 0,
+                         confidence: float = 0.95) -> Interval:
+    """Percentile interval for the mean over strata of each stratum's statistic.
+
+    A stratum is (values,) -- its statistic is the mean of the values (one group's documents, or
+    paired per-document differences) -- or (a, b), two independent samples whose statistic is
+    mean(a) - mean(b). Each sample is resampled with replacement within its own stratum, so every
+    resample keeps each task's size and every task weighs the same, as in the point estimate.
+    """
+    if not strata:
+        raise ValueError("stratified_bootstrap needs at least one stratum")
+    rng = np.random.default_rng(seed)
+    total = np.zeros(n_resamples)
+    estimate = 0.0
+    for stratum in strata:
+        for sign, sample in zip((1.0, -1.0), stratum):
+            values = np.asarray(sample, dtype=float)
+            if values.size == 0:
+                raise ValueError("a bootstrap stratum has an empty sample")
+            estimate += sign * values.mean()
+            total += sign * _resampled_means(values, n_resamples, rng)
+    k = len(strata)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(total / k, [alpha / 2, 1 - alpha / 2])
+    return Interval(float(estimate / k), float(low), float(high))
+
+
+def _resampled_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of `n_resamples` resamples (with replacement, same size) of `values`.
+
+    Documents take few distinct values (0/1, or k/seeds), so a resample is drawn as multinomial
+    counts over the distinct values: the same distribution as drawing indices, far fewer numbers.
+    """
+    n = values.size
+    distinct, counts = np.unique(values, return_counts=True)
+    probs = counts / n
+    out = np.empty(n_resamples)
+    step = max(1, _CHUNK // distinct.size)
+    for start in range(0, n_resamples, step):
+        stop = min(n_resamples, start + step)
+        draws = rng.multinomial(n, probs, size=stop - start)
+        out[start:stop] = draws @ distinct / n
+    return out
