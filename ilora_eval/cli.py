@@ -10,6 +10,7 @@ SUBCOMMANDS = {
     "compare": "ilora_eval.compare",
     "demo": "ilora_eval.demo.cli",
     "tasks-path": "ilora_eval.task_paths",
+    "export": "ilora_eval.export",
 }
 
 

@@ -14,6 +14,7 @@ uses. Two modes:
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -124,6 +125,9 @@ class ComposedLoraLinear(nn.Module):
         y = self.base(x, *args, **kwargs)
         if self.state.rows is None:
             return y
+        if x.device != self.lora_A.device:
+            # an accelerate hook on the base layer may have moved its input: compose where the factors live
+            x = x.to(self.lora_A.device)
         plan = self.state.plan(x.shape[0], x.device)
         if plan.uniq == [BASE]:
             return y
@@ -136,7 +140,7 @@ class ComposedLoraLinear(nn.Module):
             At, Bt = self._row_factors(plan)
             h = torch.matmul(x3.to(At.dtype), At)  # [b, t, r]
             y3 = y if y.dim() == 3 else y.unsqueeze(1)
-            if y3.dtype == Bt.dtype and y3.is_contiguous() and not torch.is_grad_enabled():
+            if y3.dtype == Bt.dtype and y3.device == Bt.device and y3.is_contiguous() and not torch.is_grad_enabled():
                 # in place: no second output-sized tensor per module
                 if Bt.dim() == 2:
                     y3.view(-1, y3.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), Bt)
@@ -145,7 +149,7 @@ class ComposedLoraLinear(nn.Module):
                 return y
             delta = torch.matmul(h, Bt)
         delta = delta if x.dim() == 3 else delta.squeeze(1)
-        return y + delta.to(y.dtype)
+        return y + delta.to(device=y.device, dtype=y.dtype)
 
     def _row_factors(self, plan: RowPlan) -> tuple[torch.Tensor, torch.Tensor]:
         """Aᵀ [d_in, r] and Bᵀ [r, d_out] when the batch shares one composition, else per-row
@@ -249,17 +253,65 @@ def inject(model: nn.Module, library, state: CompositionState) -> list[str]:
             raise IloraError(f"library module {path!r} does not exist in the base model; the adapters were trained on another architecture")
         if isinstance(module, ComposedLoraLinear):
             raise IloraError(f"module {path} is already composed; inject the library once")
+        device, dtype = placement(model, names, module, path)
         d_in, d_out = _features(module, path)
         if stacked.A.shape[2] != d_in or stacked.B.shape[1] != d_out:
             raise IloraError(f"adapter shapes for {path} ({stacked.B.shape[1]}x{stacked.A.shape[2]}) do not match the "
                              f"base model's module ({d_out}x{d_in}); the adapters were trained on another base model")
-        weight = module.weight
         parent_name, _, child = path.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, ComposedLoraLinear(module, stacked.A.to(weight.device, weight.dtype),
-                                                  stacked.B.to(weight.device, weight.dtype), state))
+        setattr(parent, child, ComposedLoraLinear(module, stacked.A.to(device, dtype), stacked.B.to(device, dtype), state))
         wrapped.append(path)
     return wrapped
+
+
+# bitsandbytes layers subclass nn.Linear and compute in a floating dtype: the factors live in that dtype
+BNB_LAYERS = ("Linear8bitLt", "Linear4bit")
+# GPTQ / AWQ / HQQ / EETQ kernels: packed integer weights behind their own forward
+QUANTIZED_NAME = re.compile(r"QuantLinear|WQLinear|HQQLinear|EetqLinear|FP8Linear")
+
+
+def placement(model: nn.Module, names: dict, module: nn.Module, path: str) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of one module's stacked factors: its own weight's device (each module's
+    under device_map / parallelize=True; the accelerate hook's execution device when the weight
+    is offloaded) and its compute dtype (a quantized weight's dtype is storage, not compute)."""
+    cls = type(module).__name__
+    weight = getattr(module, "weight", None)
+    if cls in BNB_LAYERS and isinstance(module, nn.Linear):
+        dtype = getattr(module, "compute_dtype", None) or _float_dtype(model)
+    elif QUANTIZED_NAME.search(cls) or weight is None or not weight.dtype.is_floating_point:
+        raise IloraError(f"{path} is a quantized layer ({cls}, weight dtype {getattr(weight, 'dtype', None)}) the "
+                         "composition cannot add LoRA factors to; load the base model unquantized (dtype=float16/bfloat16) "
+                         "or with bitsandbytes (load_in_8bit=True / load_in_4bit=True)")
+    else:
+        dtype = weight.dtype
+    device = weight.device
+    if device.type == "meta":
+        device = _execution_device(names, path)
+        if device is None:
+            raise IloraError(f"{path} has no loaded weights (meta device, no accelerate offload hook); load the model "
+                             "fully before composing (drop device_map entries that leave modules unloaded)")
+    return device, dtype
+
+
+def _execution_device(names: dict, path: str) -> torch.device | None:
+    """Offloaded modules (device_map with "disk"/"cpu" offload) keep meta weights; accelerate's
+    hook on the module or an ancestor says where they compute."""
+    parts = path.split(".")
+    for k in range(len(parts), -1, -1):
+        hook = getattr(names.get(".".join(parts[:k])), "_hf_hook", None)
+        dev = getattr(hook, "execution_device", None)
+        if dev is not None:
+            return torch.device(f"cuda:{dev}" if isinstance(dev, int) else dev)
+    return None
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype the model computes in: that of its first floating-point parameter."""
+    for p in model.parameters():
+        if p.dtype.is_floating_point:
+            return p.dtype
+    return torch.float32
 
 
 def _features(module: nn.Module, path: str) -> tuple[int, int]:

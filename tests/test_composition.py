@@ -164,3 +164,120 @@ def test_arrow_mode_matches_a_direct_per_token_computation(llama):
         expected = sum(wi * (deltas[i] @ xt) for wi, i in zip(w, top))
         torch.testing.assert_close(y[0, t], expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(y[1], torch.zeros_like(y[1]))
+
+
+# ---------------------------------------------------------------- placement: device_map, offload, quantized
+
+
+def test_offloaded_modules_compose_on_their_execution_device(llama, tmp_path):
+    """device_map="auto" with no accelerator memory (what HFLM's parallelize=True gives on CPU)
+    offloads every module to disk: weights stay on "meta" and accelerate's hooks compute on the
+    CPU. The factors must live on that execution device, and the logits must not change."""
+    from transformers import AutoModelForCausalLM
+
+    base, lib = llama
+    library = LoraLibrary.open(lib)
+    ids = torch.randint(4, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    comp = Composition.of([0, 2, 3], [0.7, -1.2, 0.4])
+    outs = []
+    for kwargs in ({}, {"device_map": "auto", "max_memory": {}, "offload_folder": str(tmp_path)}):
+        model = AutoModelForCausalLM.from_pretrained(base, **kwargs).eval()
+        state = CompositionState()
+        inject(model, library, state)
+        for layer in composed_modules(model):
+            assert layer.lora_A.device.type == layer.lora_B.device.type == "cpu"
+        state.set_rows([state.register(comp)] * 2)
+        with torch.no_grad():
+            outs.append(model(input_ids=ids).logits)
+    offloaded = composed_modules(model)[0].base.weight
+    assert offloaded.device.type == "meta", "the second model must really be offloaded"
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-6, rtol=1e-5)
+
+
+def test_parallelize_true_on_cpu_gives_the_same_answers(llama, tmp_path):
+    from lm_eval.api.instance import Instance
+
+    from ilora_eval.model_wrappers.ilora_lm import IloraLM
+
+    base, lib = llama
+    reqs = [Instance("loglikelihood", {}, (f"Q: {w}\nA:", c), i, ("toy", i // 2, 1))
+            for i, (w, c) in enumerate((w, c) for w in ("fox", "red", "one") for c in (" yes", " no"))]
+    answers = []
+    for extra in ({}, {"parallelize": True, "offload_folder": str(tmp_path)}):
+        lm = IloraLM(pretrained=str(base), library=str(lib), strategy="retrieve_fuse", top_k=2, embedder="hashing",
+                     device="cpu", batch_size=4, progress=False, **extra)
+        answers.append([ll for ll, _ in lm.loglikelihood(reqs)])
+    assert composed_modules(lm._model)[0].base.weight.device.type == "meta"
+    assert answers[1] == pytest.approx(answers[0], abs=1e-5)
+
+
+class _FakeInt8Linear(torch.nn.Module):
+    """A layer with packed integer weights and no floating compute dtype (GPTQ-like)."""
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.in_features, self.out_features = d_in, d_out
+        self.weight = torch.nn.Parameter(torch.zeros(d_out, d_in, dtype=torch.int8), requires_grad=False)
+
+
+class QuantLinear(torch.nn.Linear):
+    """Named like GPTQ's kernels, float weights: refused by its name."""
+
+
+@pytest.mark.parametrize("layer", [_FakeInt8Linear, QuantLinear])
+def test_quantized_layers_without_float_compute_are_refused(llama, layer):
+    from ilora_eval.errors import IloraError
+
+    base, lib = llama
+    library = LoraLibrary.open(lib)
+    model = load_base("llama", base)
+    attn = model.model.layers[1].self_attn
+    attn.q_proj = layer(attn.q_proj.in_features, attn.q_proj.out_features)
+    with pytest.raises(IloraError, match=r"model\.layers\.1\.self_attn\.q_proj is a quantized layer .*load the base model unquantized"):
+        inject(model, library, CompositionState())
+
+
+def test_unloaded_meta_weights_are_refused(llama):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ilora_eval.errors import IloraError
+
+    base, lib = llama
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    with pytest.raises(IloraError, match="no loaded weights"):
+        inject(model, LoraLibrary.open(lib), CompositionState())
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_bitsandbytes_layers_compose_like_peft(llama, bits):
+    """Factors in the layer's compute dtype (not its int8/uint8 storage dtype): the composition
+    on a bitsandbytes base equals PEFT's LoRA on the same quantized base."""
+    pytest.importorskip("bitsandbytes")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    base, lib = llama
+    library = LoraLibrary.open(lib)
+    cfg = (BitsAndBytesConfig(load_in_8bit=True) if bits == 8
+           else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32))
+
+    def load():
+        # train mode: bitsandbytes' CPU 4-bit inference path needs dims >= its block size (64);
+        # these layers have no dropout, so train mode computes the same function
+        return AutoModelForCausalLM.from_pretrained(base, quantization_config=cfg, device_map={"": "cpu"}).train()
+
+    ids = torch.randint(4, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    model = load()
+    state = CompositionState()
+    inject(model, library, state)
+    layer = composed_modules(model)[0]
+    assert type(layer.base).__name__ == ("Linear8bitLt" if bits == 8 else "Linear4bit")
+    assert not layer.base.weight.dtype.is_floating_point and layer.lora_A.dtype == torch.float32
+    state.set_rows([state.register(Composition.of([2], [1.0]))] * 2)
+    ours = model(input_ids=ids).logits.detach()
+    ref = PeftModel.from_pretrained(load(), str(lib / library.ids[2])).train()
+    expected = ref(input_ids=ids).logits.detach()
+    plain = load()(input_ids=ids).logits.detach()
+    assert (expected - plain).abs().max() > 1e-2, "the adapter must change the logits"
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
