@@ -93,14 +93,14 @@ class SearchBench:
         del base
         self.lm = IloraLM(pretrained=str(model_dir), library=str(lib_dir), strategy="base", embedder="hashing",
                           progress=False, device=cfg.device, dtype=cfg.model.dtype)
-        self.scorer = TargetScorer(self.lm, self.lm.state)
+        self.scorer = TargetScorer(self.lm._scoring_model(), self.lm.state)
         rng = random.Random(cfg.seed + 3)
         self.examples = []
         for k in range(cfg.n_adapt):
             text = corpus.text(k, cfg.prompt, rng=rng)
             self.examples.append(Example(prompt=text, text=text, target=" " + corpus.random_words(cfg.target, rng)))
-        cents = self.lm._centroids()
-        full = self.lm._embed([e.text + e.target for e in self.examples])
+        cents = self.lm.router.centroids()
+        full = self.lm.router.embed([e.text + e.target for e in self.examples])
         self.jobs = []
         for k in range(cfg.searches):  # as IloraStrategy._fit picks them (order=desc)
             picked = [int(i) for i in top_k(full[k % len(full)] @ cents.T, min(cfg.top_k, cfg.library))]
@@ -109,21 +109,19 @@ class SearchBench:
         self.args.validate()
         self.env = types.SimpleNamespace(score=self.scorer, progress=False)
         for ex in self.examples:  # tokenisation is cached by the scorer: do it before timing
-            self.scorer.encode(ex)
+            self.scorer.encode(ex, self.args.loss)
 
     def sequential(self) -> list[np.ndarray]:
         from ilora_eval.composition import Composition
         from ilora_eval.search import l1_penalty, make_optimizer
 
-        sc = self.args.search_config()
+        sc = self.args
         out = []
         for job in self.jobs:
             opt = make_optimizer(len(job.indices), job.seed, sc)
 
             def loss(w, job=job):
-                ce = self.scorer([Composition.of(job.indices, w)], [job.examples])[0]
-                if self.args.loss == "lorahub":
-                    ce /= len(job.examples)
+                ce = self.scorer([Composition.of(job.indices, w)], [job.examples], self.args.loss)[0]
                 return ce + l1_penalty(w, sc)
 
             out.append(np.asarray(opt.minimize(loss).value, dtype=np.float64))
@@ -138,11 +136,9 @@ class SearchBench:
         from ilora_eval.composition import Composition
         from ilora_eval.search import l1_penalty
 
-        sc = self.args.search_config()
         comps = [Composition.of(j.indices, w) for j, w in zip(self.jobs, weights)]
-        losses = self.scorer(comps, [j.examples for j in self.jobs])
-        div = [len(j.examples) if self.args.loss == "lorahub" else 1 for j in self.jobs]
-        return [loss / d + l1_penalty(w, sc) for loss, d, w in zip(losses, div, weights)]
+        losses = self.scorer(comps, [j.examples for j in self.jobs], self.args.loss)
+        return [loss + l1_penalty(w, self.args) for loss, w in zip(losses, weights)]
 
 
 def run(cfg: SearchBenchConfig) -> SearchResult:

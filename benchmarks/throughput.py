@@ -179,8 +179,8 @@ class Bench:
             examples.append({"indices": idx, "weights": rng.uniform(-1.0, 1.0, size=len(idx)).tolist()})
             texts.append(" ".join(self.corpus.text(t, 20, purity=1.0) for t in range(k, n_topics, cfg.compositions))
                          or self.corpus.text(k, 20, purity=1.0))
-        lm._tasks[TASK] = TaskData(TASK, None, [], "none")
-        lm.strategy.state[TASK] = {"examples": examples, "example_embeddings": lm._embed(texts).tolist()}
+        lm.router.tasks[TASK] = TaskData(TASK, None, [], "none")
+        lm.router.strategy.state[TASK] = {"examples": examples, "example_embeddings": lm.router.embed(texts).tolist()}
 
     def _route(self, lm) -> list[float]:
         """Route every document once untimed (builds the library index), then time routing from scratch
@@ -189,9 +189,7 @@ class Bench:
         lm._composition_ids(reqs)
         times = []
         for _ in range(self.cfg.repeats):
-            lm._routes.clear()
-            lm._route_records.clear()
-            lm._embed_cache.clear()
+            lm.router.forget_routes()
             t0 = time.perf_counter()
             lm._composition_ids(reqs)
             times.append(time.perf_counter() - t0)
@@ -199,11 +197,11 @@ class Bench:
 
     def compositions(self, strategy: str, reqs) -> list:
         lm = self.lms[strategy]
-        return [lm._routes[(r.task_name, r.doc_id)][1].composition for r in reqs]
+        return [lm.state.compositions[cid] for cid in lm.router.route(reqs)]
 
     def cids(self, strategy: str, reqs) -> list[int]:
         lm = self.lms[strategy]
-        return [lm._routes[(r.task_name, r.doc_id)][0] for r in reqs]
+        return lm.router.route(reqs)
 
     def _encode(self) -> None:
         """The raw rows use HFLM's own tokenisation and its batch order (longest first)."""

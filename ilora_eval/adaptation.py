@@ -1,25 +1,39 @@
 """Adaptation examples of a task, and the answer-free text of its documents.
 
-Examples come only from material that is never scored: the task's `fewshot_split` (the task
-pack's held-out `adapt` split), its `fewshot_config.samples`, or its train/validation split.
-lm-eval's own fallback to test documents is never used, and a scored document's target is
-never read.
+Examples come only from documents lm-eval does not score in this run: the task's `fewshot_split`
+(the task pack's held-out `adapt` split), its `fewshot_config.samples`, or a train/validation
+split, and only when that split is not the scored one (lm-eval scores test, else validation),
+does not read the same data files, and shares no document with it. Otherwise the task is refused
+in one line. A scored document's target is never read.
+
+Each example's prompt is the context lm-eval itself builds for that document in this run (few-shot
+examples, description, system instruction, chat template), so the weights are learned on the
+kind of prompt they are used on. Retrieval and routing embed `doc_to_text` alone.
 """
 
 from __future__ import annotations
 
+import json
 import random
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ilora_eval import lm_eval_compat as compat
 from ilora_eval.errors import IloraError
+
+FIX = ("give the task a fewshot_split or fewshot_config.samples of held-out documents, or use a task-pack task "
+       "(--include_path $(ilora-eval tasks-path))")
 
 
 @dataclass(frozen=True)
 class Example:
-    prompt: str  # what the model is conditioned on (description + doc_to_text), as at test time
+    prompt: str  # the context lm-eval builds for this document in this run
     text: str  # doc_to_text alone: what is embedded for retrieval and routing
-    target: str  # target_delimiter + doc_to_target
+    target: str  # the continuation after `prompt` (lm-eval's delimiter + answer)
+    answer: str = ""  # the answer alone (a seq2seq decoder target); defaults to `target`
+
+    def __post_init__(self):
+        if not self.answer:
+            object.__setattr__(self, "answer", self.target)
 
 
 @dataclass
@@ -28,6 +42,10 @@ class TaskData:
     task: object | None  # the lm-eval Task, when available
     examples: list[Example]
     source: str  # where the examples came from
+    split: str | None = None  # the split they came from (None: inline samples)
+    scored_split: str | None = None
+    doc_ids: list = field(default_factory=list)  # the adaptation documents' ids in their source
+    adapt_seed: int | None = None  # the task pack's per-seed draw (`--metadata '{"adapt_seed": S}'`), if on
 
     def doc_text(self, doc, fallback: str) -> str:
         if self.task is not None and isinstance(doc, dict):
@@ -35,25 +53,13 @@ class TaskData:
                 text = self.task.doc_to_text(doc)
                 if isinstance(text, str):
                     return text
-            except Exception:
+            except Exception:  # a doc the task cannot format is routed by its prompt instead
                 pass
         return fallback
 
-
-def live_tasks() -> dict | None:
-    """The Task objects of the `lm_eval.evaluator.evaluate` call in progress, if any.
-
-    lm-eval 0.4.13 hands the model no Task; the evaluator's frame holds the very objects it
-    scores (with the CLI's include paths and overrides applied), so they are read from there.
-    """
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "evaluate" and frame.f_globals.get("__name__") == "lm_eval.evaluator":
-            tasks = frame.f_locals.get("eval_tasks")
-            if isinstance(tasks, dict):
-                return tasks
-        frame = frame.f_back
-    return None
+    def record(self) -> dict:
+        return {"adaptation_source": self.source, "adapt_seed": self.adapt_seed, "adaptation_split": self.split, "scored_split": self.scored_split,
+                "adaptation_doc_ids": self.doc_ids, "n_adaptation_examples": len(self.examples)}
 
 
 def load_tasks(names: list[str], include_paths: list[str]) -> dict:
@@ -74,50 +80,109 @@ def load_tasks(names: list[str], include_paths: list[str]) -> dict:
     return out
 
 
-def adaptation_docs(task, n: int, seed: int) -> tuple[list, str]:
+def _doc_key(doc) -> str:
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+def adaptation_docs(task, n: int, seed: int) -> tuple[list, str, str | None, list]:
+    """(docs, source, split, ids): at most `n` documents that lm-eval does not score."""
     cfg = task.config
-    docs, source = None, None
+    name = cfg.task
+    scored = compat.scored_split(task)
+    scored_files = compat.data_files(task, scored)
+
+    def clash(split: str) -> str | None:
+        if split == scored:
+            return "is the scored split"
+        if scored_files is not None and compat.data_files(task, split) == scored_files:
+            return "reads the same data files as the scored split"
+        return None
+
+    def refuse(why: str) -> IloraError:
+        return IloraError(f"task {name}: no adaptation examples that lm-eval does not score: it scores the {scored!r} "
+                          f"split, {why}; {FIX}")
+
     fewshot = getattr(task, "fewshot_cfg", None)  # lm-eval's FewshotConfig (split, samples, ...)
     split = getattr(cfg, "fewshot_split", None) or getattr(fewshot, "split", None)
+    docs = source = used_split = None
     if split:
-        if split == cfg.test_split:
-            raise IloraError(f"task {cfg.task}: fewshot_split equals the test split {split!r}; adaptation examples "
-                             "would be scored documents. Hold documents out in another split")
-        docs, source = list(task.fewshot_docs()), f"fewshot_split:{split}"
+        if reason := clash(split):
+            raise refuse(f"its fewshot_split {split!r} {reason}")
+        docs, source, used_split = list(task.fewshot_docs()), f"fewshot_split:{split}", split
     elif getattr(fewshot, "samples", None) is not None:
         docs, source = list(task.fewshot_docs()), "fewshot_config.samples"
-    elif task.has_training_docs():
-        docs, source = list(task.training_docs()), f"training_split:{cfg.training_split}"
-    elif task.has_validation_docs():
-        docs, source = list(task.validation_docs()), f"validation_split:{cfg.validation_split}"
+    else:
+        reasons = []
+        for kind, has, get in (("training", task.has_training_docs, task.training_docs),
+                               ("validation", task.has_validation_docs, task.validation_docs)):
+            split = getattr(cfg, f"{kind}_split", None)
+            if not has():
+                continue
+            if reason := clash(split):
+                reasons.append(f"its {kind}_split {split!r} {reason}")
+                continue
+            docs, source, used_split = list(get()), f"{kind}_split:{split}", split
+            break
+        if docs is None:
+            raise refuse(", ".join([*reasons, "and it has no other split or few-shot samples"]))
     if not docs:
-        return [], "none"
-    if len(docs) > n:
-        docs = random.Random(seed).sample(docs, n)
-    return docs, source
+        raise IloraError(f"task {name}: its adaptation source {source} holds no documents; {FIX}")
+    picked = random.Random(seed).sample(range(len(docs)), n) if len(docs) > n else list(range(len(docs)))
+    chosen = [docs[i] for i in picked]
+    scored_keys = {_doc_key(d) for d in compat.eval_docs(task)} if scored is not None else set()
+    shared = sum(_doc_key(d) in scored_keys for d in chosen)
+    if shared:
+        raise IloraError(f"task {name}: {shared} of the adaptation documents from {source} are also scored documents "
+                         f"of its {scored!r} split; {FIX}")
+    return chosen, source, used_split, [_doc_id(d, i, name) for d, i in zip(chosen, picked)]
 
 
-def format_example(task, doc) -> Example:
+def _doc_id(doc, position: int, task_name: str):
+    """The document's own id where the task pack gives one (`source_index`, prefixed by its source
+    task when that is another task), else its position in the adaptation source."""
+    if isinstance(doc, dict) and "source_index" in doc:
+        source = doc.get("source_task")
+        return doc["source_index"] if source in (None, task_name) or task_name.startswith(f"bbh_ilora_{source}") \
+            else f"{source}/{doc['source_index']}"
+    return position
+
+
+def format_example(task, doc, settings: compat.PromptSettings) -> Example:
+    """The prompt and continuation lm-eval would build for `doc` as a scored document."""
     cfg = task.config
+    output_type = cfg.output_type
+    if output_type == "loglikelihood_rolling":
+        raise IloraError(f"task {cfg.task} is a perplexity task (loglikelihood_rolling): it has no answer to adapt "
+                         "weights on; use strategy=base, uniform, retrieve_fuse or arrow")
+    ctx = compat.fewshot_context(task, doc, settings)
     text = task.doc_to_text(doc)
     target = task.doc_to_target(doc)
-    if cfg.output_type == "multiple_choice" or isinstance(target, int):
-        choices = task.doc_to_choice(doc)
-        if isinstance(target, list):
-            target = target[0]
-        if isinstance(target, int):
-            target = choices[target]
-        elif isinstance(target, str) and target not in choices and target.strip() in choices:
-            target = target.strip()
     if isinstance(target, list):
         target = target[0]
-    if isinstance(text, int):  # doc_to_text may index choices (winogrande-style); use the choice text
+    if output_type == "multiple_choice":
+        choices = task.doc_to_choice(doc)
+        if isinstance(ctx, list):  # multiple inputs: one context per choice, one shared continuation
+            answer = str(target)
+            gold = text
+        else:
+            gold = target if isinstance(target, int) else (
+                choices.index(target) if target in choices else choices.index(str(target).strip()))
+            answer = choices[gold]
+        delimiter = compat.continuation_delimiter(task, settings)
+    elif output_type == "loglikelihood":
+        answer, delimiter = str(target), ""
+    else:
+        answer, delimiter = str(target), compat.continuation_delimiter(task, settings)
+    if isinstance(ctx, list):
+        ctx = ctx[gold]
+    if isinstance(text, int):  # doc_to_text may index choices (winogrande-style); embed the choice text
         text = task.doc_to_choice(doc)[text]
-    description = task.resolve_field(doc, cfg.description) or "" if cfg.description else ""
-    delimiter = cfg.target_delimiter if cfg.target_delimiter is not None else " "
-    return Example(prompt=f"{description}{text}", text=str(text), target=f"{delimiter}{target}")
+    return Example(prompt=str(ctx), text=str(text), target=f"{delimiter}{answer}", answer=answer)
 
 
-def task_data(name: str, task, n: int, seed: int) -> TaskData:
-    docs, source = adaptation_docs(task, n, seed)
-    return TaskData(name, task, [format_example(task, d) for d in docs], source)
+def task_data(name: str, task, n: int, seed: int, settings: compat.PromptSettings | None = None) -> TaskData:
+    docs, source, split, ids = adaptation_docs(task, n, seed)
+    settings = settings or compat.PromptSettings()
+    seed_of_draw = docs[0].get("adapt_seed") if docs and isinstance(docs[0], dict) else None
+    return TaskData(name, task, [format_example(task, d, settings) for d in docs], source, split,
+                    compat.scored_split(task), ids, seed_of_draw)

@@ -11,8 +11,9 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from ilora_eval.util import write_atomic
 
 log = logging.getLogger("ilora_eval")
 
@@ -52,13 +53,5 @@ class FitCache:
         return state
 
     def put(self, task, state: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{self.key(task)}.json"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=path.name + ".")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"task": task.name, "context": self.context, "state": state}, fh)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(path, json.dumps({"task": task.name, "context": self.context, "state": state}))

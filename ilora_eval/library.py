@@ -106,12 +106,6 @@ class LoraLibrary:
         texts = {e.name: read_texts(e) for e in entries if e.texts_path is not None}
         return cls(entries, spec_, modules, digests, index_dir, texts)
 
-    def to(self, device, dtype=None) -> "LoraLibrary":
-        for m in self.modules.values():
-            m.A = m.A.to(device=device, dtype=dtype or m.A.dtype)
-            m.B = m.B.to(device=device, dtype=dtype or m.B.dtype)
-        return self
-
 
 def discover(spec: str | os.PathLike) -> tuple[list[AdapterEntry], Path]:
     path = Path(os.path.expanduser(str(spec)))

@@ -8,8 +8,6 @@ another embedder) is refused rather than silently rebuilt.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 
 from ilora_eval.embeddings import Embedder
 from ilora_eval.errors import IloraError
+from ilora_eval.util import write_atomic
 from ilora_eval.library import LoraLibrary
 
 INDEX_JSON = "index.json"
@@ -50,28 +49,15 @@ def build_index(library: LoraLibrary, embedder: Embedder, *, max_texts: int = 20
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
-    _atomic(out / CENTROIDS, lambda p: save_file(centroids, p))
-    _atomic(out / INDEX_JSON, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    write_atomic(out / CENTROIDS, lambda p: save_file(centroids, p))
+    write_atomic(out / INDEX_JSON, json.dumps(meta, indent=2))
     return out
 
 
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def load_centroids(library: LoraLibrary, embedder: Embedder, *, build_if_missing: bool = True) -> np.ndarray:
+def load_centroids(library: LoraLibrary, embedder: Embedder) -> np.ndarray:
     """Centroids [N, dim] in library order; builds the index when there is none."""
     meta_path = library.index_dir / INDEX_JSON
     if not meta_path.is_file():
-        if not build_if_missing:
-            raise IloraError(f"library index {library.index_dir} is missing; run `ilora-eval library build` first")
         build_index(library, embedder)
     meta = json.loads(meta_path.read_text())
     fix = f"rebuild it with `ilora-eval library build <library> --embedder {embedder.name}`"

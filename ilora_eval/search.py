@@ -19,7 +19,7 @@ import numpy as np
 from ilora_eval.errors import IloraError
 
 
-@dataclass(frozen=True)
+@dataclass
 class SearchConfig:
     budget: int = 40
     bound: float = 1.5
@@ -54,7 +54,6 @@ class WeightSearch:
         self.label = label
         self.opt = make_optimizer(n, seed, cfg)
         self.steps = 0
-        self.best_loss = math.inf
         self._cand = None
 
     @property
@@ -70,7 +69,6 @@ class WeightSearch:
             raise IloraError(f"weight search for {self.label} produced a non-finite loss at step {self.steps + 1}; "
                              "its adapters or examples give NaN/inf (check the library weights, or lower the bound)")
         self.opt.tell(self._cand, loss)
-        self.best_loss = min(self.best_loss, loss)
         self.steps += 1
 
     def result(self) -> np.ndarray:

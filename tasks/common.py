@@ -181,14 +181,32 @@ def _to_dataset_dict(test_rows: list[dict], adapt_rows: list[dict]):
     return datasets.DatasetDict({TEST_SPLIT: build(test_rows), ADAPT_SPLIT: build(adapt_rows)})
 
 
-def split_rows(rows: list[dict], n_adapt: int, seed: int, key: str) -> tuple[list[dict], list[dict]]:
+def seeded_split(rows: list[dict], n_adapt: int, adapt_seed: int) -> tuple[list[dict], list[dict]]:
+    """The reference code's per-seed protocol: shuffle with `random.seed(adapt_seed)`, the first
+    `n_adapt` documents adapt, the rest are scored (in the shuffled order). Every document records
+    the seed in `adapt_seed`, so a run's results say which draw they scored."""
+    n_adapt = int(n_adapt)
+    if n_adapt < 0 or n_adapt >= len(rows):
+        raise ValueError(f"n_adapt={n_adapt} must be >= 0 and smaller than the {len(rows)} documents")
+    order = list(range(len(rows)))
+    random.Random(int(adapt_seed)).shuffle(order)
+    rows = [dict(rows[i], adapt_seed=int(adapt_seed)) for i in order]
+    return rows[n_adapt:], rows[:n_adapt]
+
+
+def split_rows(rows: list[dict], n_adapt: int, seed: int, key: str,
+               adapt_seed: int | None = None) -> tuple[list[dict], list[dict]]:
+    """(test, adapt): the fixed held-out draw, or with `adapt_seed` the per-seed protocol."""
+    if adapt_seed is not None:
+        return seeded_split(rows, n_adapt, adapt_seed)
     held = set(adapt_indices(len(rows), n_adapt, seed, key))
     adapt = [r for i, r in enumerate(rows) if i in held]
     test = [r for i, r in enumerate(rows) if i not in held]
     return test, adapt
 
 
-def load_bbh(bbh_task: str, heldout_n_adapt: int = N_ADAPT, heldout_seed: int = ADAPT_SEED, **_metadata):
+def load_bbh(bbh_task: str, heldout_n_adapt: int = N_ADAPT, heldout_seed: int = ADAPT_SEED,
+             adapt_seed: int | None = None, **_metadata):
     """`custom_dataset` of the bbh_ilora tasks: DatasetDict with splits `test` and `adapt`.
 
     Every document keeps `input` and `target` and gains `source_task` (the BBH task) and
@@ -199,15 +217,20 @@ def load_bbh(bbh_task: str, heldout_n_adapt: int = N_ADAPT, heldout_seed: int = 
     lm-eval calls `custom_dataset(**metadata, **dataset_kwargs)`, and its metadata holds the
     CLI's `--metadata` AND `--model_args`. Everything else is therefore ignored here, and the
     parameter names are prefixed so that a model argument cannot collide with them.
+
+    `--metadata '{"adapt_seed": S}'` switches to the reference code's per-seed protocol: the
+    task's documents are shuffled with seed S, the first `heldout_n_adapt` adapt and the rest are
+    scored, so each seed redraws both (see `seeded_split`).
     """
     rows = read_bbh_examples(bbh_task)
     rows = [dict(r, source_task=bbh_task, source_index=i) for i, r in enumerate(rows)]
-    test, adapt = split_rows(rows, heldout_n_adapt, heldout_seed, key=bbh_task)
+    test, adapt = split_rows(rows, heldout_n_adapt, heldout_seed, key=bbh_task, adapt_seed=adapt_seed)
     return _to_dataset_dict(test, adapt)
 
 
 def load_bbh_mixed(source_tasks: Sequence[str] = MIXED_SOURCE_TASKS, heldout_n_adapt: int = N_ADAPT,
-                   heldout_seed: int = ADAPT_SEED, mixed_name: str = "bbh_ilora_mixed", **_metadata):
+                   heldout_seed: int = ADAPT_SEED, mixed_name: str = "bbh_ilora_mixed",
+                   adapt_seed: int | None = None, **_metadata):
     """`custom_dataset` of `bbh_ilora_mixed`: the listed BBH tasks interleaved in one task.
 
     Documents are interleaved round-robin over `source_tasks` (in the listed order: document 0
@@ -215,7 +238,8 @@ def load_bbh_mixed(source_tasks: Sequence[str] = MIXED_SOURCE_TASKS, heldout_n_a
     One adaptation set of `heldout_n_adapt` documents is drawn across the sources: the sources
     are put in a seeded order and the i-th held-out document comes from source i (cycling when
     there are more held-out documents than sources), at an index drawn with the same seed.
-    Each document carries `source_task`, `source_index` and `task_description`.
+    Each document carries `source_task`, `source_index` and `task_description`. With
+    `adapt_seed`, the interleaved documents follow the per-seed protocol of `seeded_split`.
     """
     source_tasks = list(source_tasks)
     if len(set(source_tasks)) != len(source_tasks) or not source_tasks:
@@ -227,6 +251,10 @@ def load_bbh_mixed(source_tasks: Sequence[str] = MIXED_SOURCE_TASKS, heldout_n_a
         per_task[task] = [
             dict(r, source_task=task, source_index=i, task_description=desc) for i, r in enumerate(rows)
         ]
+    if adapt_seed is not None:
+        longest = max(len(v) for v in per_task.values())
+        rows = [per_task[t][j] for j in range(longest) for t in source_tasks if j < len(per_task[t])]
+        return _to_dataset_dict(*seeded_split(rows, heldout_n_adapt, adapt_seed))
 
     rng = random.Random(f"{int(heldout_seed)}:{mixed_name}")
     order = list(source_tasks)
@@ -257,7 +285,7 @@ UNSEEN_KEYS = {
 }
 
 
-def load_unseen(unseen: dict | None = None, **_metadata):
+def load_unseen(unseen: dict | None = None, adapt_seed: int | None = None, **_metadata):
     """`custom_dataset` for any unseen task: a local JSON/JSONL file or a Hub dataset.
 
     All settings come in ONE mapping, `dataset_kwargs: {unseen: {...}}`: lm-eval calls
@@ -268,7 +296,8 @@ def load_unseen(unseen: dict | None = None, **_metadata):
     (JSON/JSONL; relative paths are read from $ILORA_DATA_DIR, else the working directory)
     with `json_field`, or `hub_path`/`hub_name`/`hub_split`; `input_field`/`target_field`
     (renamed to `input`/`target`; other columns are kept); `n_adapt`, `seed`.
-    Held out: `adapt_indices(N, n_adapt, seed, key=task)`.
+    Held out: `adapt_indices(N, n_adapt, seed, key=task)`; with `--metadata '{"adapt_seed": S}'`
+    the per-seed protocol of `seeded_split`.
     """
     if not isinstance(unseen, dict):
         raise ValueError("load_unseen: give the settings as `dataset_kwargs: {unseen: {task: ..., data_files: ...}}`")
@@ -296,7 +325,7 @@ def load_unseen(unseen: dict | None = None, **_metadata):
         doc = {k: v for k, v in row.items() if k not in (input_field, target_field)}
         doc.update(input=str(row[input_field]), target=str(row[target_field]), source_task=key, source_index=i)
         docs.append(doc)
-    test, adapt = split_rows(docs, cfg["n_adapt"], cfg["seed"], key=key)
+    test, adapt = split_rows(docs, cfg["n_adapt"], cfg["seed"], key=key, adapt_seed=adapt_seed)
     return _to_dataset_dict(test, adapt)
 
 

@@ -222,7 +222,7 @@ def _weights(learned):
 
 @pytest.mark.parametrize("kind", ["llama", "t5"])
 def test_target_scorer_equals_a_direct_cross_entropy(kind, request):
-    """The search's loss: token-mean cross-entropy of the targets under a composition."""
+    """loss=mean: token-mean cross-entropy of the targets, as lm-eval encodes them, under a composition."""
     import torch.nn.functional as F
 
     from ilora_eval.adaptation import Example
@@ -230,12 +230,13 @@ def test_target_scorer_equals_a_direct_cross_entropy(kind, request):
 
     base, lib = request.getfixturevalue(kind)
     lm = ilora(base, lib, strategy="base")
-    scorer = lm.strategy.env.score
+    scorer = lm.router.strategy.env.score
     exs = [Example("Q: red green\nA:", "red green", " yes"), Example("Q: one two three four\nA:", "x", " no sat")]
     comps = [Composition.of([1, 4], [0.8, -0.5]), Composition((), ())]
-    got = scorer(comps, [exs, exs])
-    scorer.fast_head = False
-    assert scorer(comps, [exs, exs]) == pytest.approx(got, rel=1e-5)
+    got = scorer(comps, [exs, exs], "mean")
+    assert kind == "t5" or scorer.plain_head()  # the tiny Llama's head is plain: logits at target positions only
+    scorer._plain_head = False
+    assert scorer(comps, [exs, exs], "mean") == pytest.approx(got, rel=1e-5)
     # independent: one example at a time, full logits, the composition set by hand
     for comp, value in zip(comps, got):
         nll, n = 0.0, 0

@@ -8,7 +8,7 @@ from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
 from ilora_eval.search import SearchConfig, l1_penalty, make_optimizer
 from ilora_eval.strategies.base import StrategyEnv
-from ilora_eval.strategies.registry import build_config, strategy_class
+from ilora_eval.strategies import build_config, strategy_class
 
 DIM = 8
 
@@ -29,7 +29,7 @@ VECTORS = {
 }
 
 
-def quadratic_score(comps, examples):
+def quadratic_score(comps, examples, objective="lorahub"):
     # a loss with a known optimum per adapter (the weight 0.1·index); independent of examples
     return [sum((w - 0.1 * i) ** 2 for i, w in zip(c.indices, c.weights)) + 0.01 * sum(
         (0.1 * i) ** 2 for i in range(6) if i not in c.indices) for c in comps]
@@ -84,15 +84,39 @@ def test_ilora_weights_equal_a_sequential_search_per_example():
         np.testing.assert_allclose(learned["weights"], ref, rtol=0, atol=0)
 
 
-def test_lorahub_draw_depends_on_seed_not_listing_order():
-    a = make("lorahub", n_modules=3, seed=4)
-    b = strategy_class("lorahub")(build_config("lorahub", {"n_modules": 3, "seed": 4}), env())
-    b.env.ids = list(reversed(b.env.ids))
-    assert sorted(a.env.ids[i] for i in a.drawn_modules()) == sorted(b.env.ids[i] for i in b.drawn_modules())
-    c = make("lorahub", n_modules=3, seed=5)
+def lorahub_reference_draw(names, seed, n):
+    """LoraHub's reproduce_bbh.py: random.seed(seed); random.sample(LORA_MODULE_NAMES, 20)."""
+    import random
+
+    random.seed(seed)
+    return random.sample(names, n)
+
+
+def test_lorahub_draw_is_lorahubs_sample_over_the_listed_order():
+    import random
+
+    names = [f"lorahub/flan_t5_large-task{i:02d}" for i in range(12)]
+    random.Random(0).shuffle(names)  # a manifest listed in no particular order
+    for seed in (1, 2, 3):
+        s = strategy_class("lorahub")(build_config("lorahub", {"n_modules": 5, "seed": seed}), env())
+        s.env.ids = names
+        assert [names[i] for i in s.drawn_modules()] == lorahub_reference_draw(names, seed, 5)
+    a, c = make("lorahub", n_modules=3, seed=4), make("lorahub", n_modules=3, seed=5)
     assert a.drawn_modules() != c.drawn_modules()
     with pytest.raises(IloraError, match="n_modules=9 is larger than the library"):
         make("lorahub", n_modules=9).drawn_modules()
+
+
+def test_lorahub_draw_on_the_shipped_196_adapter_manifest():
+    from pathlib import Path
+
+    manifest = Path(__file__).resolve().parents[1] / "scripts" / "paper" / "lorahub_flan_t5_large.txt"
+    names = [line.strip() for line in manifest.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert len(names) == 196
+    for seed in range(1, 6):
+        s = strategy_class("lorahub")(build_config("lorahub", {"n_modules": 20, "seed": seed}), env())
+        s.env.ids = names
+        assert [names[i] for i in s.drawn_modules()] == lorahub_reference_draw(names, seed, 20)
 
 
 def test_retrieve_fuse_softmax_weights():

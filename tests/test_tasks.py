@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import random
 import os
 import subprocess
 import sys
@@ -236,14 +237,37 @@ def test_held_out_documents_ignore_model_side_metadata(bbh_env, loaded):
 
     _, d = loaded
     # lm-eval hands --model_args and --metadata to custom_dataset as keyword arguments
-    # (TaskManager(metadata=...)); plausible model-side names must change nothing.
+    # (TaskManager(metadata=...)); plausible model-side names must change nothing. (`adapt_seed` is
+    # the pack's own --metadata switch of the per-seed protocol: test_per_seed_protocol_*.)
     model_side = {"pretrained": "some/model", "strategy": "lorahub", "seed": 3, "n_adapt": 2,
-                  "adapt_seed": 7, "data_dir": "/nonexistent", "name": "x", "max_length": 64}
+                  "data_dir": "/nonexistent", "name": "x", "max_length": 64}
     tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=model_side)
     got = tm.load(["bbh_ilora_snarks", "bbh_ilora_mixed"])["tasks"]
     for name in ("bbh_ilora_snarks", "bbh_ilora_mixed"):
         assert list(got[name].fewshot_docs()) == list(d["tasks"][name].fewshot_docs())
         assert list(got[name].eval_docs) == list(d["tasks"][name].eval_docs)
+
+
+@needs_bbh
+def test_per_seed_protocol_redraws_adaptation_and_scored_documents_as_the_reference_does(bbh_env):
+    """--metadata '{"adapt_seed": S}': the reference code's utils.shuffle_list after random.seed(S),
+    the first 5 adapt and the rest are scored; the default draw stays the fixed held-out one."""
+    from lm_eval.tasks import TaskManager
+
+    draws = {}
+    for seed in (1, 2):
+        tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"adapt_seed": seed})
+        task = tm.load(["bbh_ilora_navigate"])["tasks"]["bbh_ilora_navigate"]
+        examples = _json_examples("navigate")
+        random.seed(seed)  # the reference: seed_everything(seed); shuffle_list(inputs, outputs)
+        pairs = list(zip([e["input"] for e in examples], [e["target"] for e in examples]))
+        random.shuffle(pairs)
+        adapt, scored = list(task.fewshot_docs()), list(task.eval_docs)
+        assert [(d["input"], d["target"]) for d in adapt] == pairs[:5]
+        assert [(d["input"], d["target"]) for d in scored] == pairs[5:]
+        assert {d["adapt_seed"] for d in adapt + scored} == {seed}
+        draws[seed] = _indices(adapt)
+    assert draws[1] != draws[2]
 
 
 @needs_bbh

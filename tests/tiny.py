@@ -12,8 +12,9 @@ WORDS = ("the quick brown fox jumps over lazy dog cat sat on mat true false yes 
          "A B C D E ( ) . , : ? ! Q").split()
 
 
-def make_tokenizer(path: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def make_tokenizer(path: Path, append_eos: bool = False):
+    """A byte-level BPE tokenizer; `append_eos` closes every encoding with `</s>`, as T5's does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -23,19 +24,22 @@ def make_tokenizer(path: Path):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4
     tok.train_from_iterator(corpus, trainer)
+    if append_eos:
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                           special_tokens=[("</s>", tok.token_to_id("</s>"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
                                    bos_token="<s>")
     fast.save_pretrained(path)
     return fast
 
 
-def make_model(path: Path, kind: str = "llama", seed: int = 0):
+def make_model(path: Path, kind: str = "llama", seed: int = 0, append_eos: bool = False):
     """kind: llama | gpt2 | t5. Random init, saved with its tokenizer."""
     from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, T5Config,
                               T5ForConditionalGeneration)
 
     path.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(path)
+    tok = make_tokenizer(path, append_eos=append_eos)
     torch.manual_seed(seed)
     if kind == "llama":
         cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

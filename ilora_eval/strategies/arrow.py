@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
-from ilora_eval.strategies.base import Routing, Strategy, check_top_k, top_k
-from ilora_eval.strategies.registry import StrategyConfig, register_strategy
+from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, check_top_k, top_k
 
 
 @dataclass
@@ -23,8 +22,7 @@ class ArrowConfig(StrategyConfig):
             raise IloraError(f"arrow_k={self.arrow_k} must be >= 1 and arrow_temperature={self.arrow_temperature} > 0")
 
 
-@register_strategy("arrow")
-class ArrowStrategy(Strategy):
+class ArrowStrategy(Strategy, name="arrow"):
     Config = ArrowConfig
     composition_mode = "arrow"
 

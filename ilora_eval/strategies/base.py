@@ -1,7 +1,12 @@
-"""What every strategy gets (`StrategyEnv`) and returns (`Routing` per document)."""
+"""The strategy base class and its registry, what every strategy gets (`StrategyEnv`) and returns
+(`Routing` per document), and one config dataclass per strategy built from lm-eval model_args.
+
+A strategy registers itself by subclassing: `class MyStrategy(Strategy, name="mine")`."""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -10,6 +15,16 @@ import numpy as np
 from ilora_eval.adaptation import Example, TaskData
 from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
+from ilora_eval.util import FALSE, TRUE
+
+
+@dataclass
+class StrategyConfig:
+    """Arguments common to every strategy."""
+
+    # None: lm-eval's --seed of the run (its default 0 when not given); the router resolves it
+    # before fitting and records which one was used
+    seed: int | None = None
 
 
 @dataclass
@@ -36,11 +51,18 @@ class StrategyEnv:
 
 
 class Strategy:
+    registry: ClassVar[dict[str, type["Strategy"]]] = {}
     name: ClassVar[str]
-    Config: ClassVar[type]
+    Config: ClassVar[type] = StrategyConfig
     needs_examples: ClassVar[bool] = False
     learned: ClassVar[bool] = False  # learns weights (worth caching, must agree across ranks)
     composition_mode: ClassVar[str | None] = None  # forces the layer's mode (arrow routes per token)
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+            Strategy.registry[name] = cls
 
     def __init__(self, config, env: StrategyEnv):
         self.config = config
@@ -87,3 +109,46 @@ def check_top_k(k: int, n: int) -> None:
         raise IloraError(f"top_k={k} is larger than the library ({n} adapters); lower top_k")
     if k < 1:
         raise IloraError(f"top_k={k} must be at least 1")
+
+
+def strategy_class(name: str):
+    try:
+        return Strategy.registry[name]
+    except KeyError:
+        raise IloraError(f"strategy={name!r} is unknown; choose one of {', '.join(sorted(Strategy.registry))}") from None
+
+
+def build_config(name: str, args: dict) -> StrategyConfig:
+    """Pops the strategy's own arguments out of `args` (the remaining ones belong to HFLM)."""
+    cls = strategy_class(name)
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    hints = typing.get_type_hints(cls.Config)
+    values = {}
+    for key in list(args):
+        if key in fields:
+            values[key] = _coerce(name, key, args.pop(key), hints[key])
+    cfg = cls.Config(**values)
+    validate = getattr(cfg, "validate", None)
+    if validate:
+        validate()
+    return cfg
+
+
+def strategy_arg_names() -> set[str]:
+    return {f.name for cls in Strategy.registry.values() for f in dataclasses.fields(cls.Config)}
+
+
+def _coerce(strategy: str, key: str, value, hint):
+    target = next((t for t in typing.get_args(hint) if t is not type(None)), hint) if typing.get_origin(hint) else hint
+    if value is None or isinstance(value, target) and not (target is int and isinstance(value, bool)):
+        return value
+    try:
+        if target is bool:
+            if str(value).strip().lower() in TRUE:
+                return True
+            if str(value).strip().lower() in FALSE:
+                return False
+            raise ValueError
+        return target(value)
+    except (TypeError, ValueError):
+        raise IloraError(f"{key}={value!r} is not a valid {target.__name__} for strategy={strategy}") from None

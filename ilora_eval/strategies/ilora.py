@@ -11,7 +11,6 @@ from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
 from ilora_eval.strategies.base import Routing, Strategy, check_top_k, top_k
 from ilora_eval.strategies.learned import SearchArgs, SearchJob, learn_weights
-from ilora_eval.strategies.registry import register_strategy
 
 ORDERS = ("desc", "asc")
 
@@ -34,8 +33,7 @@ class IloraConfig(SearchArgs):
             raise IloraError(f"search_on={self.search_on!r} is unknown; choose all (the paper's code) or own")
 
 
-@register_strategy("ilora")
-class IloraStrategy(Strategy):
+class IloraStrategy(Strategy, name="ilora"):
     Config = IloraConfig
     needs_examples = True
     learned = True

@@ -8,31 +8,23 @@ import numpy as np
 
 from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
+from ilora_eval.scoring import OBJECTIVES
+from ilora_eval.strategies.base import StrategyConfig
 from ilora_eval.search import SearchConfig, WeightSearch, run_lockstep
-from ilora_eval.strategies.registry import StrategyConfig
-
-LOSSES = ("mean", "lorahub")
 
 
 @dataclass
-class SearchArgs(StrategyConfig):
+class SearchArgs(StrategyConfig, SearchConfig):
     n_adapt: int = 5
-    budget: int = 40
-    bound: float = 1.5
-    l1: float = 0.05
-    # "mean": token-mean cross-entropy of the targets; "lorahub": that divided again by the number
-    # of examples, as LoraHub's default_get_loss does (its L1 term then weighs n_adapt times more)
-    loss: str = "mean"
-    optimizer: str = "NGOpt"
+    # "lorahub": LoraHub's default_get_loss exactly (targets with EOS, pooled mean / examples);
+    # "mean": lm-eval's continuation encoding, pooled token mean (see ilora_eval.scoring)
+    loss: str = "lorahub"
 
     def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise IloraError(f"loss={self.loss!r} is unknown; choose one of {', '.join(LOSSES)}")
+        if self.loss not in OBJECTIVES:
+            raise IloraError(f"loss={self.loss!r} is unknown; choose one of {', '.join(OBJECTIVES)}")
         if self.budget < 1 or self.bound <= 0:
             raise IloraError(f"budget={self.budget} and bound={self.bound} must be positive")
-
-    def search_config(self) -> SearchConfig:
-        return SearchConfig(budget=self.budget, bound=self.bound, l1=self.l1, optimizer=self.optimizer)
 
 
 @dataclass
@@ -45,13 +37,10 @@ class SearchJob:
 
 def learn_weights(jobs: list[SearchJob], cfg: SearchArgs, env) -> list[np.ndarray]:
     """All jobs' searches advance in lock-step; each step is one batched scoring call."""
-    searches = [WeightSearch(len(j.indices), j.seed, cfg.search_config(), j.label) for j in jobs]
+    searches = [WeightSearch(len(j.indices), j.seed, cfg, j.label) for j in jobs]
 
     def score_batch(live, weights):
         comps = [Composition.of(jobs[i].indices, w) for i, w in zip(live, weights)]
-        losses = env.score(comps, [jobs[i].examples for i in live])
-        if cfg.loss == "lorahub":
-            losses = [loss / len(jobs[i].examples) for i, loss in zip(live, losses)]
-        return losses
+        return env.score(comps, [jobs[i].examples for i in live], cfg.loss)
 
     return run_lockstep(searches, score_batch, progress=env.progress)

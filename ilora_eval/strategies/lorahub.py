@@ -9,7 +9,6 @@ from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
 from ilora_eval.strategies.base import Routing, Strategy
 from ilora_eval.strategies.learned import SearchArgs, SearchJob, learn_weights
-from ilora_eval.strategies.registry import register_strategy
 
 
 @dataclass
@@ -17,8 +16,7 @@ class LoraHubConfig(SearchArgs):
     n_modules: int = 20
 
 
-@register_strategy("lorahub")
-class LoraHubStrategy(Strategy):
+class LoraHubStrategy(Strategy, name="lorahub"):
     Config = LoraHubConfig
     needs_examples = True
     learned = True
@@ -27,11 +25,9 @@ class LoraHubStrategy(Strategy):
         n = len(self.env.ids)
         if self.config.n_modules > n:
             raise IloraError(f"n_modules={self.config.n_modules} is larger than the library ({n} adapters); lower n_modules")
-        # LoraHub draws by name with random.sample after random.seed(seed); ids are sorted here so the
-        # draw does not depend on the order the library was listed in
-        names = sorted(self.env.ids)
-        drawn = random.Random(self.config.seed).sample(names, self.config.n_modules)
-        return [self.env.ids.index(name) for name in drawn]
+        # LoraHub's draw: random.seed(seed); random.sample(LORA_MODULE_NAMES, 20), over the library's
+        # listed order (a manifest's order, a folder's sorted listing), so seed s draws LoraHub's modules
+        return random.Random(self.config.seed).sample(range(n), self.config.n_modules)
 
     def _fit(self, tasks):
         indices = self.drawn_modules()

@@ -9,8 +9,7 @@ import numpy as np
 
 from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
-from ilora_eval.strategies.base import Routing, Strategy, check_top_k, top_k
-from ilora_eval.strategies.registry import StrategyConfig, register_strategy
+from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, check_top_k, top_k
 
 
 @dataclass
@@ -29,8 +28,7 @@ def softmax(x: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum()
 
 
-@register_strategy("retrieve_fuse")
-class RetrieveFuseStrategy(Strategy):
+class RetrieveFuseStrategy(Strategy, name="retrieve_fuse"):
     Config = RetrieveFuseConfig
 
     def route(self, task, doc_texts):

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ilora_eval.composition import Composition
-from ilora_eval.strategies.base import Routing, Strategy, check_top_k, top_k
-from ilora_eval.strategies.registry import StrategyConfig, register_strategy
+from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, check_top_k, top_k
 
 
-@register_strategy("base")
-class BaseStrategy(Strategy):
+class BaseStrategy(Strategy, name="base"):
     Config = StrategyConfig
 
     def route(self, task, doc_texts):
@@ -24,8 +22,7 @@ class UniformConfig(StrategyConfig):
     top_k: int = 0  # 0: all adapters; k: the k nearest to each document
 
 
-@register_strategy("uniform")
-class UniformStrategy(Strategy):
+class UniformStrategy(Strategy, name="uniform"):
     Config = UniformConfig
 
     def route(self, task, doc_texts):
@@ -44,8 +41,7 @@ class SingleBestConfig(StrategyConfig):
     n_adapt: int = 5
 
 
-@register_strategy("single_best")
-class SingleBestStrategy(Strategy):
+class SingleBestStrategy(Strategy, name="single_best"):
     """The one LoRA whose centroid is nearest to the mean of the task's examples (input+target)."""
 
     Config = SingleBestConfig

@@ -1,0 +1,191 @@
+"""Everything that reads lm-evaluation-harness internals, in one place.
+
+lm-eval 0.4.13 hands a model neither its Task objects, nor the run's prompt settings
+(`--apply_chat_template`, `--system_instruction`, `--fewshot_as_multiturn`), nor `--seed`, nor
+its EvaluationTracker. They are all locals of `lm_eval.evaluator.simple_evaluate` /
+`evaluate`, which are on the call stack whenever lm-eval asks the model for anything, so they
+are read from those frames here and nowhere else. A change of lm-eval's internals then breaks
+this module only, and `check_version` says so in one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ilora_eval.errors import IloraError
+
+SUPPORTED = ("0.4.13",)
+EVALUATOR = "lm_eval.evaluator"
+
+
+def check_version() -> None:
+    import lm_eval
+
+    version = getattr(lm_eval, "__version__", "unknown")
+    if version not in SUPPORTED:
+        raise IloraError(f"lm-eval {version} is installed but ilora-eval reads the internals of lm-eval "
+                         f"{', '.join(SUPPORTED)}; pip install lm-eval=={SUPPORTED[-1]}")
+
+
+def _frame_locals(function: str) -> dict | None:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == function and frame.f_globals.get("__name__") == EVALUATOR:
+            return frame.f_locals
+        frame = frame.f_back
+    return None
+
+
+def live_tasks() -> dict | None:
+    """The Task objects `evaluate` is scoring (CLI include paths and overrides applied)."""
+    found = _frame_locals("evaluate")
+    tasks = found.get("eval_tasks") if found else None
+    if isinstance(tasks, dict):
+        return tasks
+    # after `evaluate` returned (get_model_info is called from simple_evaluate)
+    found = _frame_locals("simple_evaluate")
+    loaded = found.get("loaded") if found else None
+    if isinstance(loaded, dict) and isinstance(loaded.get("tasks"), dict):
+        return loaded["tasks"]
+    return None
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """The run's prompt options, as `evaluate` passes them to `Task.build_all_requests`."""
+
+    system_instruction: str | None = None
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    chat_template: Callable | None = None
+
+
+def prompt_settings(lm) -> PromptSettings:
+    found = _frame_locals("evaluate") or _frame_locals("simple_evaluate")
+    if not found:
+        return PromptSettings()
+    apply = bool(found.get("apply_chat_template"))
+    return PromptSettings(system_instruction=found.get("system_instruction"), apply_chat_template=apply,
+                          fewshot_as_multiturn=bool(found.get("fewshot_as_multiturn")),
+                          chat_template=getattr(lm, "apply_chat_template", None) if apply else None)
+
+
+def run_seed() -> int | None:
+    """lm-eval's `--seed` (simple_evaluate's random_seed), when a run is in progress."""
+    found = _frame_locals("simple_evaluate")
+    seed = found.get("random_seed") if found else None
+    return int(seed) if seed is not None else None
+
+
+def scored_split(task) -> str | None:
+    """The split whose documents lm-eval scores (`Task.eval_docs`: test, else validation)."""
+    cfg = task.config
+    if task.has_test_docs():
+        return cfg.test_split
+    if task.has_validation_docs():
+        return cfg.validation_split
+    return None
+
+
+def data_files(task, split: str | None) -> Any:
+    """The data files behind a split, when the task names them (`dataset_kwargs.data_files`)."""
+    files = (getattr(task.config, "dataset_kwargs", None) or {}).get("data_files")
+    if isinstance(files, dict) and split in files:
+        return files[split]
+    return None
+
+
+def eval_docs(task) -> list:
+    return list(task.eval_docs)
+
+
+def fewshot_context(task, doc, settings: PromptSettings):
+    """The context lm-eval builds for `doc` in this run (few-shot examples, description, system
+    instruction, chat template), as if `doc` were scored: like lm-eval does for a scored document
+    of its own few-shot pool, `doc` is kept out of its own few-shot examples, so an adaptation
+    example never sees its answer. The task's few-shot sampler is left in the state it had."""
+    sampler = getattr(task, "sampler", None)
+    rnd = getattr(sampler, "rnd", None)
+    state = rnd.getstate() if rnd is not None else None
+    if sampler is not None:
+        sample = sampler.sample
+        sampler.sample = lambda n, eval_doc=None, df=None, **kw: sample(n, eval_doc=doc, df=df, **kw)
+    try:
+        return task.fewshot_context(doc, task.config.num_fewshot or 0,
+                                    system_instruction=settings.system_instruction,
+                                    apply_chat_template=settings.apply_chat_template,
+                                    fewshot_as_multiturn=settings.fewshot_as_multiturn,
+                                    chat_template=settings.chat_template, gen_prefix=task.doc_to_prefix(doc))
+    finally:
+        if sampler is not None:
+            del sampler.sample
+        if state is not None:
+            rnd.setstate(state)
+
+
+def continuation_delimiter(task, settings: PromptSettings) -> str:
+    """`Task.construct_requests`' delimiter between context and answer (none under a chat template
+    unless the task's gen_prefix ends without whitespace)."""
+    from lm_eval.api.utils import ends_with_whitespace
+
+    delimiter = task.config.target_delimiter if task.config.target_delimiter is not None else " "
+    if settings.apply_chat_template:
+        prefix = task.config.gen_prefix
+        return delimiter if prefix and not ends_with_whitespace(prefix) else ""
+    return delimiter
+
+
+def task_instances(task) -> list:
+    """The requests lm-eval built for a task (empty before `build_all_requests`)."""
+    return list(getattr(task, "instances", None) or [])
+
+
+def evaluation_tracker():
+    found = _frame_locals("simple_evaluate")
+    return found.get("evaluation_tracker") if found else None
+
+
+def name_run(suffix: str) -> str | None:
+    """Appends `suffix` to the model name lm-eval gives the run's output folder and Hub details,
+    so each configuration on one base model gets `OUT/<model>__<suffix>/`. Idempotent."""
+    tracker = evaluation_tracker()
+    general = getattr(tracker, "general_config_tracker", None)
+    if general is None or general.model_name is None:
+        return None
+    from lm_eval.utils import sanitize_model_name
+
+    if not general.model_name.endswith(f"__{suffix}"):
+        general.model_name = f"{general.model_name}__{suffix}"
+        general.model_name_sanitized = sanitize_model_name(general.model_name)
+    return general.model_name
+
+
+def after_results_saved(callback: Callable[[Path, str], None]) -> bool:
+    """Calls `callback(folder, date_id)` right after lm-eval wrote `results_<date_id>.json` to
+    `folder`, so side files sit beside it with the same timestamp. False when this run saves
+    nothing (no tracker or no --output_path)."""
+    tracker = evaluation_tracker()
+    if tracker is None or not getattr(tracker, "output_path", None):
+        return False
+    if getattr(tracker, "_ilora_after_save", None) is not None:
+        tracker._ilora_after_save = callback
+        return True
+    original = tracker.save_results_aggregated
+    tracker._ilora_after_save = callback
+
+    def save_results_aggregated(*args, **kwargs):
+        original(*args, **kwargs)
+        path = Path(tracker.output_path)
+        folder = path.parent if path.suffix == ".json" else path / str(tracker.general_config_tracker.model_name_sanitized)
+        tracker._ilora_after_save(folder, tracker.date_id)
+
+    tracker.save_results_aggregated = save_results_aggregated
+    return True
+
+
+def log_samples_requested() -> bool:
+    found = _frame_locals("evaluate")
+    return bool(found.get("log_samples")) if found else False
