@@ -1,14 +1,24 @@
-"""Reproduce the paper's setting: FLAN-T5-large, LoraHub's 196 adapters, BBH (27 tasks), seeds 1-5.
+"""Reproduce the paper's setting: FLAN-T5-large, LoraHub's adapters, BBH (27 tasks), seeds 1-5.
 
 Needs Hub access and a GPU. Steps (each can be run alone; --dry-run prints what would run):
 
   1. texts    sample each adapter's FLAN 2022 training texts (conceptofmind/FLAN_2022, zs_noopt)
               into <work>/texts/<adapter>.jsonl and write <work>/library.json, a manifest pairing
-              every Hub id with its texts
-  2. index    `ilora-eval library build <work>/library.json` (centroids, all-MiniLM-L6-v2)
-  3. run      `lm_eval --model ilora` on bbh_ilora for base, lorahub and ilora (order desc and asc)
-              with seeds 1-5, results under <work>/results/<run>/
-  4. compare  `ilora-eval compare` of all runs against LoraHub -> <work>/compare/
+              every Hub id with its texts (--adapters lorahub196: LoraHub's 196; reference97: the
+              iLoraComp reference code's list, 91 of its 97 names resolved onto LoraHub's ids)
+  2. index    `ilora-eval library build` with the reference's embedder
+              (flax-sentence-embeddings/all_datasets_v4_MiniLM-L6)
+  3. run      `lm_eval --model ilora` on bbh_ilora_raw (the reference's raw BBH inputs) for base,
+              lorahub and ilora (order=desc: the paper's text; order=asc: the reference code), seeds
+              1-5, LoraHub's objective (the default), T5 inputs up to 2048 tokens as LoraHub keeps
+              them; --protocol per-seed (default, the iLoraComp code): each seed redraws the 5
+              adaptation examples and the scored documents (`--metadata '{"adapt_seed": S}'`), the
+              same draw for every strategy; --protocol fixed: LoraHub's, one held-out draw, the
+              seed only draws LoraHub's modules. All runs under <work>/results/ (the model names a
+              folder per configuration).
+  4. compare  `ilora-eval compare` of all runs against LoraHub's seed group -> <work>/compare/:
+              per task and average, mean ± sd over seeds per strategy, and on how many of the 27
+              tasks each strategy beats LoraHub's seed mean (the paper's "16 of 27")
 
     python scripts/paper/reproduce.py all --work runs/paper --device cuda:0 --batch-size 16
 """
@@ -25,6 +35,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "lorahub_flan_t5_large.txt"
+MANIFESTS = {"lorahub196": MANIFEST, "reference97": HERE / "ilora_reference_97.txt"}
+REFERENCE_EMBEDDER = "flax-sentence-embeddings/all_datasets_v4_MiniLM-L6"
+PROTOCOLS = ("per-seed", "fixed")
 PREFIX = "lorahub/flan_t5_large-"
 FLAN = "conceptofmind/FLAN_2022"
 
@@ -71,26 +84,29 @@ def build_texts(work: Path, flan: str = FLAN, per_adapter: int = 200, seed: int 
     return out
 
 
-def plan(work: Path, model: str, seeds, device: str, batch_size: str, limit: int | None, tasks: str,
-         library: Path | None = None) -> list[list[str]]:
+def plan(work: Path, model: str, seeds, device: str, batch_size: str, limit: int | None, tasks: str = "bbh_ilora_raw",
+         library: Path | None = None, embedder: str = REFERENCE_EMBEDDER, protocol: str = "per-seed",
+         max_length: int = 2048, extra: list[str] | None = None) -> list[list[str]]:
+    """The commands of steps 2-4, in order."""
+    if protocol not in PROTOCOLS:
+        raise SystemExit(f"--protocol {protocol!r} is unknown; choose one of {', '.join(PROTOCOLS)}")
     library = library or work / "library.json"
-    cmds = [[sys.executable, "-m", "ilora_eval.cli", "library", "build", str(library)]]
-    runs = [("base", "strategy=base", [1])]
+    cli = [sys.executable, "-m", "ilora_eval.cli"]
+    cmds = [[*cli, "library", "build", str(library), "--embedder", embedder]]
+    runs = [("strategy=base", seed) for seed in (seeds if protocol == "per-seed" else seeds[:1])]
     for seed in seeds:
-        runs.append((f"lorahub_seed{seed}", f"strategy=lorahub,seed={seed}", [seed]))
-        runs.append((f"ilora_desc_seed{seed}", f"strategy=ilora,order=desc,seed={seed}", [seed]))
-        runs.append((f"ilora_asc_seed{seed}", f"strategy=ilora,order=asc,seed={seed}", [seed]))
-    for name, args, (seed,) in runs:
-        cmd = [sys.executable, "-m", "lm_eval", "--model", "ilora",
-               "--model_args", f"pretrained={model},library={library},{args}",
+        runs += [("strategy=lorahub", seed), ("strategy=ilora,order=desc", seed), ("strategy=ilora,order=asc", seed)]
+    for args, seed in runs:
+        model_args = f"pretrained={model},library={library},{args},seed={seed},embedder={embedder},max_length={max_length}"
+        cmd = [sys.executable, "-m", "lm_eval", "--model", "ilora", "--model_args", model_args,
                "--include_path", str(task_pack()), "--tasks", tasks, "--device", device,
-               "--batch_size", str(batch_size), "--seed", str(seed), "--log_samples",
-               "--output_path", str(work / "results" / name)]
+               "--batch_size", str(batch_size), "--log_samples", "--output_path", str(work / "results")]
+        if protocol == "per-seed":
+            cmd += ["--metadata", json.dumps({"adapt_seed": seed})]
         if limit:
             cmd += ["--limit", str(limit)]
-        cmds.append(cmd)
-    cmds.append([sys.executable, "-m", "ilora_eval.cli", "compare", str(work / "results"),
-                 "--baseline", "lorahub(seed=1)", "--out", str(work / "compare")])
+        cmds.append(cmd + list(extra or []))
+    cmds.append([*cli, "compare", str(work / "results"), "--baseline", "lorahub", "--out", str(work / "compare")])
     return cmds
 
 
@@ -106,20 +122,29 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/paper"))
     p.add_argument("--model", default="google/flan-t5-large")
     p.add_argument("--flan", default=FLAN, help="FLAN 2022 Hub id or a local JSON/JSONL file of the same layout")
-    p.add_argument("--manifest", type=Path, default=MANIFEST, help="adapter ids, one per line")
+    p.add_argument("--adapters", default="lorahub196",
+                   help="lorahub196 (LoraHub's list), reference97 (the iLoraComp code's list) or a manifest file")
+    p.add_argument("--embedder", default=REFERENCE_EMBEDDER, help=f"sentence embedder (default: the reference's, "
+                   f"{REFERENCE_EMBEDDER})")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="per-seed",
+                   help="per-seed: each seed redraws examples and scored documents (the iLoraComp code); "
+                        "fixed: one held-out draw, seeds draw LoraHub's modules only (LoraHub's code)")
     p.add_argument("--texts-per-adapter", type=int, default=200)
     p.add_argument("--seeds", default="1,2,3,4,5")
-    p.add_argument("--tasks", default="bbh_ilora")
+    p.add_argument("--tasks", default="bbh_ilora_raw")
+    p.add_argument("--max-length", type=int, default=2048, help="T5 input tokens kept (LoraHub: 2048; HFLM: 512)")
     p.add_argument("--device", default="cuda:0")
     p.add_argument("--batch-size", default="16")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     args = p.parse_args(argv)
+    manifest = MANIFESTS.get(args.adapters, Path(args.adapters))
     if args.step in ("texts", "all") and not args.dry_run:
-        print(f"wrote {build_texts(args.work, args.flan, args.texts_per_adapter, ids=adapter_ids(args.manifest))}")
+        print(f"wrote {build_texts(args.work, args.flan, args.texts_per_adapter, ids=adapter_ids(manifest))}")
     if args.step in ("run", "all"):
         seeds = [int(s) for s in args.seeds.split(",")]
-        for cmd in plan(args.work, args.model, seeds, args.device, args.batch_size, args.limit, args.tasks):
+        for cmd in plan(args.work, args.model, seeds, args.device, args.batch_size, args.limit, args.tasks,
+                        embedder=args.embedder, protocol=args.protocol, max_length=args.max_length):
             print("$ " + shlex.join(cmd), flush=True)
             if not args.dry_run:
                 subprocess.run(cmd, check=True)
