@@ -96,33 +96,37 @@ def _read_samples(path: Path, results_name: str, metric: str, filt: str) -> dict
     values: dict[Any, DocValue] = {}
     other_filters: set[str] = set()
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    raise NoSamples(f"{path.name} line {lineno} is not valid JSON") from None
-                if not isinstance(rec, dict) or "doc_id" not in rec:
-                    raise NoSamples(f"{path.name} line {lineno} has no doc_id")
-                rec_filter = rec.get("filter", filt)
-                if rec_filter != filt:
-                    other_filters.add(str(rec_filter))
-                    continue
-                if metric not in rec:
-                    raise NoSamples(f"{path.name} line {lineno} has no '{metric}' value")
-                value = rec[metric]
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-                    raise NoSamples(f"per-document '{metric}' values in {path.name} are not numbers")
-                doc_hash = rec.get("doc_hash") if isinstance(rec.get("doc_hash"), str) else None
-                values.setdefault(_doc_key(rec["doc_id"]), DocValue(float(value), doc_hash))
+        for lineno, rec in _jsonl(path, NoSamples):
+            if not isinstance(rec, dict) or "doc_id" not in rec:
+                raise NoSamples(f"{path.name} line {lineno} has no doc_id")
+            rec_filter = rec.get("filter", filt)
+            if rec_filter != filt:
+                other_filters.add(str(rec_filter))
+                continue
+            if metric not in rec:
+                raise NoSamples(f"{path.name} line {lineno} has no '{metric}' value")
+            value = rec[metric]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise NoSamples(f"per-document '{metric}' values in {path.name} are not numbers")
+            doc_hash = rec.get("doc_hash") if isinstance(rec.get("doc_hash"), str) else None
+            values.setdefault(_doc_key(rec["doc_id"]), DocValue(float(value), doc_hash))
     except OSError as err:
         raise NoSamples(f"cannot read {path.name}: {err.strerror}") from None
     if not values:
         extra = f" (filters present: {', '.join(sorted(other_filters))})" if other_filters else ""
         raise NoSamples(f"{path.name} has no records for filter '{filt}'{extra}")
     return values
+
+
+def _jsonl(path: Path, error: type[Exception]):
+    """(line number, record) of each non-blank line; `error` names a line that is not JSON."""
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError:
+                    raise error(f"{path.name} line {lineno} is not valid JSON") from None
 
 
 def _doc_key(doc_id: Any) -> Any:
@@ -310,21 +314,14 @@ def read_routing_log(path: Path) -> list[dict]:
     """Records `{"task", "doc_id", "adapters": [ids], "weights": [floats]}`; raises NoRouting."""
     records = []
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    raise NoRouting(f"{path.name} line {lineno} is not valid JSON") from None
-                adapters = rec.get("adapters") if isinstance(rec, dict) else None
-                weights = rec.get("weights") if isinstance(rec, dict) else None
-                if (not isinstance(adapters, list) or not isinstance(weights, list) or len(adapters) != len(weights)
-                        or "task" not in rec or not all(isinstance(w, (int, float)) for w in weights)):
-                    raise NoRouting(f"{path.name} line {lineno} needs task, adapters and as many numeric weights")
-                records.append({"task": str(rec["task"]), "doc_id": rec.get("doc_id"),
-                                "adapters": [str(a) for a in adapters], "weights": [float(w) for w in weights]})
+        for lineno, rec in _jsonl(path, NoRouting):
+            adapters = rec.get("adapters") if isinstance(rec, dict) else None
+            weights = rec.get("weights") if isinstance(rec, dict) else None
+            if (not isinstance(adapters, list) or not isinstance(weights, list) or len(adapters) != len(weights)
+                    or "task" not in rec or not all(isinstance(w, (int, float)) for w in weights)):
+                raise NoRouting(f"{path.name} line {lineno} needs task, adapters and as many numeric weights")
+            records.append({"task": str(rec["task"]), "doc_id": rec.get("doc_id"),
+                            "adapters": [str(a) for a in adapters], "weights": [float(w) for w in weights]})
     except OSError as err:
         raise NoRouting(f"cannot read {path.name}: {err.strerror}") from None
     return records
