@@ -5,7 +5,6 @@ Markdown table printer. Everything is built offline, deterministically from a se
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import random
@@ -15,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ilora_eval.testing import (SPECIALS, linear_shapes, llama_config, make_word_tokenizer, random_init, word,  # noqa: F401
+                                write_lora_adapter, write_texts)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,7 +28,6 @@ def quiet_cli() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]  # ids 0..3: pad, eos, unk, bos
 TARGETS = {
     "qv": ["q_proj", "v_proj"],
     "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -54,47 +55,15 @@ class ModelSpec:
                          self.max_positions, self.dtype, self.seed)
 
 
-_SYL = [c + v for c in "bdfghjklmnprstvz" for v in "aeiou"]  # 80 syllables
-
-
-def word(i: int) -> str:
-    """The i-th pseudo-word (three syllables: 512 000 distinct words)."""
-    n = len(_SYL)
-    return _SYL[i % n] + _SYL[(i // n) % n] + _SYL[(i // (n * n)) % n]
-
-
-def make_tokenizer(path: Path, vocab: int):
-    """Word-level tokenizer: one token per whitespace-separated pseudo-word, so token counts are exact."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    n_words = vocab - len(SPECIALS)
-    if n_words < 16:
-        raise ValueError(f"vocab={vocab} is too small")
-    table = {t: i for i, t in enumerate(SPECIALS)}
-    for i in range(n_words):
-        table[word(i)] = len(SPECIALS) + i
-    tok = Tokenizer(models.WordLevel(table, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   bos_token="<s>")
-    fast.save_pretrained(path)
-    return fast
-
-
 def make_model(path: Path, spec: ModelSpec):
-    """A random Llama saved with its tokenizer; returns the in-memory model (float32, eval)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A random Llama saved with its (word-level) tokenizer; returns the in-memory model (float32, eval)."""
+    from transformers import LlamaForCausalLM
 
     s = spec.resolved()
     path.mkdir(parents=True, exist_ok=True)
-    make_tokenizer(path, s.vocab)
-    cfg = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden, intermediate_size=s.intermediate,
-                      num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
-                      max_position_embeddings=s.max_positions, pad_token_id=0, eos_token_id=1, bos_token_id=3,
-                      tie_word_embeddings=False)
-    torch.manual_seed(s.seed)
-    model = LlamaForCausalLM(cfg).eval()
+    make_word_tokenizer(path, s.vocab)
+    cfg = llama_config(s.vocab, s.hidden, s.intermediate, s.layers, s.heads, s.kv_heads, s.max_positions)
+    model = random_init(LlamaForCausalLM, cfg, s.seed).eval()
     model.to(DTYPES[s.dtype]).save_pretrained(path)
     return model.float()
 
@@ -125,42 +94,19 @@ class Corpus:
 
 
 # --------------------------------------------------------------------------- library
-def target_shapes(model, targets: list[str]) -> dict[str, tuple[int, int]]:
-    """module path -> (d_in, d_out) of every Linear whose last name is a target."""
-    out = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets:
-            out[name] = (mod.in_features, mod.out_features)
-    return out
-
-
 def make_library(model, base_name: str, lib: Path, corpus: Corpus, n: int, rank: int = 8, targets: str = "qv",
                  alpha: float | None = None, b_std: float = 0.02, seed: int = 100) -> list[str]:
-    """N PEFT LoRA adapters with random non-zero A and B, written directly (safetensors + config as
-    PEFT's save_pretrained writes them), each with a texts.jsonl sample of its topic."""
-    from safetensors.torch import save_file
-
-    shapes = target_shapes(model, TARGETS[targets])
+    """N PEFT LoRA adapters ``aNNN`` with random non-zero A and B, written directly
+    (`ilora_eval.testing.write_lora_adapter`), each with a texts.jsonl sample of its topic."""
+    shapes = linear_shapes(model, TARGETS[targets])
     alpha = float(alpha if alpha is not None else 2 * rank)
     g = torch.Generator().manual_seed(seed)
     names = []
     for i in range(n):
         name = f"a{i:03d}"
-        out = lib / name
-        out.mkdir(parents=True, exist_ok=True)
-        tensors = {}
-        for path, (d_in, d_out) in shapes.items():
-            tensors[f"base_model.model.{path}.lora_A.weight"] = torch.randn(rank, d_in, generator=g) / d_in ** 0.5
-            tensors[f"base_model.model.{path}.lora_B.weight"] = torch.randn(d_out, rank, generator=g) * b_std
-        save_file(tensors, str(out / "adapter_model.safetensors"))
-        cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_name, "r": rank,
-               "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": TARGETS[targets], "bias": "none",
-               "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "inference_mode": True}
-        (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+        out = write_lora_adapter(lib / name, shapes, rank, alpha, TARGETS[targets], base_name, g, b_std)
         rng = random.Random(seed + i)
-        with open(out / "texts.jsonl", "w") as fh:
-            for _ in range(5):
-                fh.write(json.dumps({"text": corpus.text(i, 12, purity=1.0, rng=rng)}) + "\n")
+        write_texts(out, [corpus.text(i, 12, purity=1.0, rng=rng) for _ in range(5)])
         names.append(name)
     return names
 

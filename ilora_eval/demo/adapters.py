@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 from ilora_eval.demo.specs import BASE_MODEL_NAME, LoraSpec
-
-TEXTS_NAME = "texts.jsonl"
+from ilora_eval.testing import write_texts
 
 
 def lora_config(spec: LoraSpec):
@@ -41,9 +40,7 @@ def save_library(base_model, adapters: dict, spec: LoraSpec, library_dir: Path,
         out = library_dir / name
         peft_model.save_pretrained(str(out), save_embedding_layers=False)
         _normalise(out)
-        with open(out / TEXTS_NAME, "w", encoding="utf-8") as fh:
-            for text in texts[name]:
-                fh.write(json.dumps({"text": text}) + "\n")
+        write_texts(out, texts[name])
 
 
 def _normalise(adapter_dir: Path) -> None:

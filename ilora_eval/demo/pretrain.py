@@ -63,23 +63,14 @@ class PretrainMixture:
 
 
 def make_base_model(tokenizer, spec: ModelSpec, seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden,
-        intermediate_size=spec.intermediate,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=spec.heads,
-        max_position_embeddings=spec.max_positions,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    from ilora_eval.testing import llama_config, random_init
+
+    eos = tokenizer.eos_token_id
+    config = llama_config(len(tokenizer), spec.hidden, spec.intermediate, spec.layers, spec.heads, spec.heads,
+                          spec.max_positions, pad=tokenizer.pad_token_id, eos=eos, bos=eos, tie=True)
+    model = random_init(LlamaForCausalLM, config, seed)
     model.config._name_or_path = BASE_MODEL_NAME
     return model
 
