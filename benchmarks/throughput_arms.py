@@ -68,21 +68,17 @@ def jobs(bench: Bench) -> dict[str, dict]:
             J[f"ilora:{name}"] = lm_eval(bench.lms[name])
 
     def raw(model, before_ll=None, before_gen=None, kw_ll=None, kw_gen=None, after=None):
-        def run_ll(warm):
-            try:
-                batches = [bench.ll_batches[0][:4]] if warm else bench.ll_batches
-                return raw_loglikelihood(bench, model, batches, before_ll, kw_ll)
-            finally:
-                after and after()
+        def runner(fn, batches, warm_rows, before, kw):
+            def run(warm):
+                try:
+                    return fn(bench, model, [batches[0][:warm_rows]] if warm else batches, before, kw)
+                finally:
+                    after and after()
 
-        def run_gen(warm):
-            try:
-                batches = [bench.gen_batches[0][:2]] if warm else bench.gen_batches
-                return raw_generate(bench, model, batches, before_gen, kw_gen)
-            finally:
-                after and after()
+            return run
 
-        return {"ll": run_ll, "gen": run_gen}
+        return {"ll": runner(raw_loglikelihood, bench.ll_batches, 4, before_ll, kw_ll),
+                "gen": runner(raw_generate, bench.gen_batches, 2, before_gen, kw_gen)}
 
     if "raw:base" in want:
         J["raw:base"] = raw(bench.hf.model)
