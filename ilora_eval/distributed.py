@@ -23,6 +23,13 @@ def init_cpu_process_group() -> tuple[int, int] | None:
     return dist.get_rank(), dist.get_world_size()
 
 
+def collectives_for(rank: int, world_size: int, device) -> "Collectives":
+    """HFLM's (accelerate's) ranks, or under torchrun on CPU a gloo group's."""
+    if world_size == 1 and device.type == "cpu" and (ranks := init_cpu_process_group()):
+        return Collectives(*ranks, cpu=True)
+    return Collectives(rank, world_size)
+
+
 class Collectives:
     def __init__(self, rank: int = 0, world_size: int = 1, cpu: bool = False):
         self.rank, self.world_size, self.cpu = rank, world_size, cpu

@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from ilora_eval.strategies.fit import TaskFit
 from ilora_eval.util import write_atomic
 
 log = logging.getLogger("ilora_eval")
@@ -35,23 +36,23 @@ class FitCache:
                    "examples": [[e.prompt, e.text, e.target] for e in task.examples]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
-    def get(self, task) -> dict | None:
+    def get(self, task) -> TaskFit | None:
         path = self.dir / f"{self.key(task)}.json"
         if not path.is_file():
             self.misses += 1
             return None
         try:
             entry = json.loads(path.read_text())
-            state = entry["state"]
-            if entry.get("task") != task.name or not isinstance(state, dict):
+            if entry.get("task") != task.name:
                 raise ValueError("entry does not belong to this task")
+            fit = TaskFit.from_json(entry["state"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("ilora-eval: cache entry %s is unreadable (%s); recomputing it", path, err)
             self.misses += 1
             return None
         self.hits += 1
-        return state
+        return fit
 
-    def put(self, task, state: dict) -> None:
+    def put(self, task, fit: TaskFit) -> None:
         path = self.dir / f"{self.key(task)}.json"
-        write_atomic(path, json.dumps({"task": task.name, "context": self.context, "state": state}))
+        write_atomic(path, json.dumps({"task": task.name, "context": self.context, "state": fit.to_json()}))

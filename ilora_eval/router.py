@@ -2,8 +2,8 @@
 
 It owns the library, the embedder (and its cache), the centroids, the strategy, the composition
 table, the fit cache, the per-document routes and their records. The model class asks it two
-things: `prepare(tasks)` (fit every task of the run once, from its adaptation examples) and
-`route(requests)` (a composition id per request); `info()` and `records()` report what happened.
+things: `prepare_run(requests)` (fit every task of the run once, from its adaptation examples) and
+`route(requests)` (a composition id per request); `records` and `info()` report what happened.
 
     lm-eval request → IloraLM (tags) → Router.route → Strategy.route → CompositionState id
                                                                           ↓
@@ -13,17 +13,17 @@ things: `prepare(tasks)` (fit every task of the run once, from its adaptation ex
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from dataclasses import asdict
 
 import numpy as np
 
+from ilora_eval import lm_eval_compat as compat
 from ilora_eval.adaptation import TaskData, load_tasks, task_data
 from ilora_eval.composition import CompositionState
 from ilora_eval.distributed import Collectives
-from ilora_eval.errors import IloraError
 from ilora_eval.lm_eval_compat import PromptSettings
-from ilora_eval.strategies import Routing, StrategyEnv, strategy_class
+from ilora_eval.records import RoutingRecords
+from ilora_eval.strategies import StrategyEnv, strategy_class
 from ilora_eval.util import is_false
 
 # bumped whenever what a cached fit depends on changes meaning (2: LoraHub's exact objective)
@@ -33,7 +33,8 @@ FIT_CACHE_VERSION = 2
 class Router:
     def __init__(self, *, strategy: str, config, library, state: CompositionState, scorer, embedder: str | None,
                  fit_cache: str | None, context: dict, collectives: Collectives, include_paths: list[str],
-                 progress: bool = True):
+                 progress: bool = True, library_spec: str | None = None, exclude: str | None = None,
+                 routing_log: str | None = None):
         self.strategy_name = strategy
         self.config = config
         self.library = library
@@ -43,6 +44,7 @@ class Router:
         self.comm = collectives
         self.include_paths = include_paths
         self.fit_cache_setting = fit_cache
+        self.library_spec, self.exclude = library_spec, exclude  # as given, for the record
         self._embedder = None
         self._embed_cache: dict[str, np.ndarray] = {}
         env = StrategyEnv(ids=library.ids if library is not None else [], centroids=self.centroids,
@@ -51,7 +53,7 @@ class Router:
         self.seed_source: str | None = None
         self.tasks: dict[str, TaskData] = {}
         self._routes: dict[tuple, int] = {}
-        self._records: list[dict] = []
+        self.records = RoutingRecords(collectives, routing_log)
 
     # ------------------------------------------------------------------ embeddings
     def embedder(self):
@@ -129,6 +131,23 @@ class Router:
             # nondeterminism between devices
             self.strategy.state = self.comm.broadcast(self.strategy.state)
 
+    def prepare_run(self, requests, settings: PromptSettings) -> None:
+        """Fit all tasks of the run at once (from the evaluator's own Task objects, the same on
+        every rank), and route every document lm-eval built for them, so the record is complete
+        even when lm-eval's request cache answers everything. Outside an lm-eval run: the tasks of
+        `requests`, every rank's (a collective when there are several ranks)."""
+        tasks = compat.live_tasks()
+        if tasks is not None:
+            names = list(tasks)
+        else:
+            tasks = {}
+            names = sorted({r.task_name for r in requests if r.task_name})
+            if self.comm.world_size > 1:
+                names = sorted(set().union(*self.comm.gather_objects(names)))
+        self.prepare(tasks, names, settings, compat.run_seed())
+        for task in tasks.values():
+            self.route(compat.task_instances(task))
+
     # ------------------------------------------------------------------ routing
     def route(self, requests) -> list[int]:
         """A composition id per request (lm-eval Instances: task_name, doc_id, doc, args)."""
@@ -142,51 +161,27 @@ class Router:
             data = self.tasks.get(task_name) or TaskData(str(task_name), None, [], "none")
             for key, routing in zip(items, self.strategy.route(data, list(items.values()))):
                 self._routes[key] = self.state.register(routing.composition)
-                self._records.append(self._record(key, routing))
+                self.records.add(key, routing, self.library.ids if self.library is not None else [])
         return [self._routes[(r.task_name, r.doc_id)] for r in requests]
-
-    def _record(self, key, routing: Routing) -> dict:
-        ids = self.library.ids if self.library is not None else []
-        comp = routing.composition
-        return {"task": key[0], "doc_id": key[1], "example": routing.example,
-                "adapters": [ids[i] for i in comp.indices], "weights": [round(w, 6) for w in comp.weights]}
 
     def forget_routes(self) -> None:
         """Drops every route, record and cached embedding (the throughput benchmark times routing)."""
         self._routes.clear()
-        self._records.clear()
+        self.records.clear()
         self._embed_cache.clear()
 
-    def records(self) -> list[dict]:
-        """This rank's per-document routing records, one per routed document."""
-        return list(self._records)
-
     # ------------------------------------------------------------------ reporting
-    def named(self, state):
-        """Learned weights with adapter ids instead of library indices (for the results JSON)."""
-        if not state or self.library is None:
-            return state
-        ids = self.library.ids
-
-        def conv(d):
-            if "indices" in d:
-                return {"adapters": [ids[i] for i in d["indices"]], "weights": d["weights"]}
-            return d
-
-        if "examples" in state:
-            return {"examples": [conv(e) for e in state["examples"]]}
-        if "adapter" in state:
-            return {"adapter": ids[state["adapter"]]}
-        return conv(state)
-
     def fingerprint(self) -> dict:
         """What distinguishes this configuration's outputs (for lm-eval's --use_cache stamp)."""
         return {"library_hash": self.library.content_hash if self.library is not None else None,
                 "strategy": self.strategy_name, "args": asdict(self.config),
                 "composition": self.state.mode, "embedder": self.embedder_name or "default"}
 
-    def info(self, records: list[dict] | None = None) -> dict:
-        routed = Counter((r["task"], r["example"]) for r in (self._records if records is None else records))
+    def info(self, run_name: str) -> dict:
+        """The results `config` keys of this run (no collectives: rank 0 calls it alone). Routing
+        counts are over the records as last gathered."""
+        per_example = self.records.docs_per_example()
+        fits = self.strategy.state
         cache = self.strategy.env.cache
         return {
             "ilora_strategy": self.strategy_name,
@@ -199,10 +194,15 @@ class Router:
             "ilora_fit_cache": None if cache is None else {"dir": str(cache.dir), "hits": cache.hits,
                                                            "misses": cache.misses},
             "ilora_tasks": {
-                name: {**t.record(), "learned": self.named(self.strategy.state.get(name)),
-                       "docs_per_example": {str(k[1]): v for k, v in routed.items() if k[0] == name}}
+                # a strategy that learns nothing reports {}
+                name: {**t.record(), "learned": fits[name].named(self.library.ids) if name in fits else {},
+                       "docs_per_example": per_example.get(name, {})}
                 for name, t in self.tasks.items()
             },
+            "ilora_library": self.library_spec,
+            "ilora_exclude": self.exclude,
+            "ilora_run_name": run_name,
+            "ilora_routing_log": self.records.log_path,
         }
 
     def run_name(self) -> str:
@@ -219,9 +219,3 @@ class Router:
         if self.library is not None:
             parts.append(f"lib{self.library.content_hash[:8]}")
         return "-".join(parts)
-
-
-def check_strategy_args(strategy: str, config, leftover: dict) -> None:
-    if leftover:
-        raise IloraError(f"{', '.join(sorted(leftover))} is not an argument of strategy={strategy}; "
-                         f"its arguments are {', '.join(sorted(asdict(config)))}")

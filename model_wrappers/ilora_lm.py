@@ -1,7 +1,8 @@
 """`--model ilora`: HFLM plus a LoRA library composed per document.
 
 This class is lm-eval's face of the package: arguments, tagging, the forward hooks, the
-`--use_cache` stamp. Which composition a document gets is the Router's business.
+`--use_cache` stamp. Which composition a document gets, and the record of it (routing log,
+results config), is the Router's business; the arguments are checked in `ilora_eval.model_args`.
 
 How a document's composition reaches the forward pass without re-implementing HFLM's batching:
 - loglikelihood / loglikelihood_rolling: each request's context tokens are prefixed with one tag
@@ -24,22 +25,18 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from ilora_eval import lm_eval_compat as compat
-from ilora_eval.composition import CompositionState, inject
-from ilora_eval.distributed import Collectives, init_cpu_process_group
+from ilora_eval.composition import inject
+from ilora_eval.distributed import collectives_for
 from ilora_eval.errors import IloraError, install_excepthook
-from ilora_eval.router import Router, check_strategy_args
+from ilora_eval.model_args import check_model_args
+from ilora_eval.router import Router
 from ilora_eval.scoring import ScoringModel, TargetScorer
-from ilora_eval.strategies import build_config, strategy_arg_names, strategy_class
-from ilora_eval.util import as_bool, write_atomic
+from ilora_eval.util import as_bool
 
 install_excepthook()
 compat.check_version()
 
-# HFLM passes unknown keyword arguments to from_pretrained; these are the ones we let through.
-FROM_PRETRAINED_KWARGS = {
-    "attn_implementation", "low_cpu_mem_usage", "device_map", "quantization_config", "load_in_8bit",
-    "load_in_4bit", "cache_dir", "token", "local_files_only", "use_safetensors", "torch_dtype",
-}
+HFLM_ARGS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
 CACHE_STAMP = "__ilora_configuration__"
 
 
@@ -70,51 +67,29 @@ class IloraLM(HFLM):
                  composition: str = "param", exclude: str | None = None, routing_log: str | None = None,
                  include_path: str | None = None, check_base: bool = True, progress: bool = True,
                  fit_cache: str | None = None, **kwargs):
-        hflm_args = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k in strategy_arg_names()}
-        config = build_config(strategy, own)
-        check_strategy_args(strategy, config, own)
-        unknown = sorted(k for k in kwargs if k not in hflm_args and k not in FROM_PRETRAINED_KWARGS)
-        if unknown:
-            raise IloraError(f"unknown model argument(s) {', '.join(unknown)} for --model ilora; see the README's "
-                             "model_args table (strategy arguments go with their strategy)")
-        if kwargs.get("peft") or kwargs.get("delta"):
-            raise IloraError("peft=/delta= cannot be combined with --model ilora; put the adapter in a library folder "
-                             "and use strategy=single_best/uniform, or use --model hf")
-        if library is None and strategy != "base":
-            raise IloraError(f"strategy={strategy} needs library=<folder of PEFT LoRA adapters or manifest>")
-        forced = strategy_class(strategy).composition_mode
-        if forced and composition not in ("param", forced):
-            raise IloraError(f"strategy={strategy} routes per token and needs composition={forced}, not {composition}")
+        args = check_model_args(strategy, library, composition, kwargs, HFLM_ARGS)
         self.pretrained_name = pretrained
-        self.routing_log_path = routing_log
-        self.exclude = exclude
-        super().__init__(pretrained=pretrained, **kwargs)
-        self._cpu_dist = False
-        if self.world_size == 1 and self.device.type == "cpu" and (ranks := init_cpu_process_group()):
-            self._rank, self._world_size = ranks
-            self._cpu_dist = True
-        self.comm = Collectives(self.rank, self.world_size, cpu=self._cpu_dist)
+        super().__init__(pretrained=pretrained, **args.hflm)
+        self.comm = collectives_for(self.rank, self.world_size, self.device)
+        if self.comm.cpu:  # HFLM saw one process
+            self._rank, self._world_size = self.comm.rank, self.comm.world_size
 
         from ilora_eval.library import LoraLibrary
 
-        self.state = CompositionState(mode=forced or composition)
-        if forced == "arrow":
-            self.state.arrow_k, self.state.arrow_temperature = config.arrow_k, config.arrow_temperature
+        self.state = args.composition_state()
         self.library = None
         if library is not None:
             check = pretrained if as_bool(check_base) and isinstance(pretrained, str) else None
             self.library = LoraLibrary.open(library, exclude=exclude, check_base=check)
-            self.library_spec = str(library)
             inject(self._model, self.library, self.state)
         context = {"pretrained": str(pretrained), "revision": getattr(self, "revision", None),
                    "composition": self.state.mode, "dtype": str(self._model.dtype)}
-        self.router = Router(strategy=strategy, config=config, library=self.library, state=self.state,
+        self.router = Router(strategy=strategy, config=args.config, library=self.library, state=self.state,
                              scorer=TargetScorer(self._scoring_model(), self.state), embedder=embedder,
                              fit_cache=fit_cache, context=context, collectives=self.comm,
                              include_paths=[p for p in (include_path or "").split(":") if p],
-                             progress=as_bool(progress))
-        self._gathered: list[dict] = []
+                             progress=as_bool(progress), library_spec=None if library is None else str(library),
+                             exclude=exclude, routing_log=routing_log)
 
     def _scoring_model(self) -> ScoringModel:
         tok = self.tokenizer
@@ -133,30 +108,14 @@ class IloraLM(HFLM):
 
     # ------------------------------------------------------------ collectives (HFLM's contract)
     def all_gather(self, tensor):
-        return self.comm.all_gather_tensor(tensor) if self._cpu_dist else super().all_gather(tensor)
+        return self.comm.all_gather_tensor(tensor) if self.comm.cpu else super().all_gather(tensor)
 
     def barrier(self):
-        return self.comm.barrier() if self._cpu_dist else super().barrier()
+        return self.comm.barrier() if self.comm.cpu else super().barrier()
 
     # ------------------------------------------------------------ routing
-    def _prepare(self, requests=()) -> None:
-        """Fit all tasks of the run at once (from the evaluator's own Task objects, the same on
-        every rank), and route every document lm-eval built for them, so the record is complete
-        even when lm-eval's request cache answers everything."""
-        tasks = compat.live_tasks()
-        if tasks is not None:
-            names = list(tasks)
-        else:
-            tasks = {}
-            names = sorted({r.task_name for r in requests if r.task_name})
-            if self.world_size > 1:
-                names = sorted(set().union(*self.comm.gather_objects(names)))
-        self.router.prepare(tasks, names, compat.prompt_settings(self), compat.run_seed())
-        for task in tasks.values():
-            self.router.route(compat.task_instances(task))
-
     def _composition_ids(self, requests) -> list[int]:
-        self._prepare(requests)
+        self.router.prepare_run(requests, compat.prompt_settings(self))
         return self.router.route(requests)
 
     # ------------------------------------------------------------ lm-eval request types
@@ -178,7 +137,7 @@ class IloraLM(HFLM):
         out = [(0.0, True)] * len(new_reqs)
         for i, res in zip(scored, self._tagged_loglikelihood([new_reqs[i] for i in scored], disable_tqdm)):
             out[i] = res
-        self._sync_records()
+        self.router.records.sync()
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
@@ -196,14 +155,14 @@ class IloraLM(HFLM):
             totals[i] += ll
         for req, total in zip(requests, totals):
             self.cache_hook.add_partial("loglikelihood_rolling", (req.args[0],), total)
-        self._sync_records()
+        self.router.records.sync()
         return totals
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         cids = self._composition_ids(requests)
         tagged = [_GenRequest((TaggedContext(r.args[0], cid), *r.args[1:])) for r, cid in zip(requests, cids)]
         out = super().generate_until(tagged, disable_tqdm=disable_tqdm)
-        self._sync_records()
+        self.router.records.sync()
         return out
 
     # ------------------------------------------------------------ tagging
@@ -285,30 +244,17 @@ class IloraLM(HFLM):
         super().set_cache_hook(cache_hook)
 
     # ------------------------------------------------------------ reporting
-    def _sync_records(self) -> None:
-        """Gathers every rank's routing records on rank 0 (a collective: every rank calls it at
-        the end of each request type) and writes an explicit routing_log=."""
-        parts = self.comm.gather_objects(self.router.records())
-        self._gathered = [r for part in parts for r in part]
-        if self.rank == 0 and self.routing_log_path:
-            self._write_routing_log(self.routing_log_path)
-
-    def _write_routing_log(self, path) -> None:
-        records = sorted({(str(r["task"]), r["doc_id"]): r for r in self._gathered}.values(),
-                         key=lambda r: (str(r["task"]), r["doc_id"]))
-        write_atomic(path, "".join(json.dumps(rec) + "\n" for rec in records))
-
     def get_model_info(self) -> dict:
-        """Merged by lm-eval into the results `config` (rank 0 only, after the last request)."""
+        """Merged by lm-eval into the results `config` (rank 0 only, after the last request: no
+        collectives here when there are several ranks)."""
         info = super().get_model_info()
         if self.world_size == 1:  # a run answered from lm-eval's cache never asked the model anything
-            self._prepare()
-            self._gathered = self.router.records()
+            self.router.prepare_run((), compat.prompt_settings(self))
+            self.router.records.use_local()
         name = compat.name_run(self.router.run_name())
-        if not self.routing_log_path:
+        records = self.router.records
+        if not records.log_path:
             compat.after_results_saved(
-                lambda folder, date_id: self._write_routing_log(os.path.join(folder, f"ilora_routing_{date_id}.jsonl")))
-        info.update(self.router.info(self._gathered))
-        info.update({"ilora_library": getattr(self, "library_spec", None), "ilora_exclude": self.exclude,
-                     "ilora_run_name": name, "ilora_routing_log": self.routing_log_path})
+                lambda folder, date_id: records.write(os.path.join(folder, f"ilora_routing_{date_id}.jsonl")))
+        info.update(self.router.info(name))
         return info

@@ -56,9 +56,9 @@ def test_ilora_retrieves_and_routes_by_order(order):
     t = task()
     s.fit([t])
     sims = np.stack([VECTORS[e.text + e.target] for e in t.examples]) @ CENTROIDS.T
-    for k, learned in enumerate(s.state["t"]["examples"]):
+    for k, learned in enumerate(s.state["t"].compositions):
         expected = np.argsort(-sims[k] if order == "desc" else sims[k], kind="stable")[:2]
-        assert learned["indices"] == [int(i) for i in expected]
+        assert list(learned.indices) == [int(i) for i in expected]
     routed = s.route(t, ["doc near ex1", "doc near ex2"])
     ex_sims = np.stack([VECTORS[d] for d in ["doc near ex1", "doc near ex2"]]) @ np.stack(
         [VECTORS[e.text] for e in t.examples]).T
@@ -68,8 +68,8 @@ def test_ilora_retrieves_and_routes_by_order(order):
         assert [r.example for r in routed] == [1, 2]
     # each routed document gets exactly its example's learned composition
     for r in routed:
-        ex = s.state["t"]["examples"][r.example]
-        assert r.composition == Composition.of(ex["indices"], ex["weights"])
+        ex = s.state["t"].compositions[r.example]
+        assert r.composition == Composition.of(ex.indices, ex.weights)
 
 
 def test_ilora_weights_equal_a_sequential_search_per_example():
@@ -77,11 +77,11 @@ def test_ilora_weights_equal_a_sequential_search_per_example():
     t = task()
     s.fit([t])
     cfg = SearchConfig(budget=8)
-    for learned in s.state["t"]["examples"]:
-        idx = learned["indices"]
+    for learned in s.state["t"].compositions:
+        idx = list(learned.indices)
         opt = make_optimizer(2, 1, cfg)
         ref = opt.minimize(lambda w: quadratic_score([Composition.of(idx, w)], None)[0] + l1_penalty(w, cfg)).value
-        np.testing.assert_allclose(learned["weights"], ref, rtol=0, atol=0)
+        np.testing.assert_allclose(learned.weights, ref, rtol=0, atol=0)
 
 
 def lorahub_reference_draw(names, seed, n):

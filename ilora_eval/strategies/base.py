@@ -15,6 +15,7 @@ import numpy as np
 from ilora_eval.adaptation import Example, TaskData
 from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
+from ilora_eval.strategies.fit import TaskFit
 from ilora_eval.util import FALSE, TRUE
 
 
@@ -67,7 +68,7 @@ class Strategy:
     def __init__(self, config, env: StrategyEnv):
         self.config = config
         self.env = env
-        self.state: dict[str, dict] = {}  # per task: what fit() learned (JSON-able)
+        self.state: dict[str, TaskFit] = {}  # per task: what fit() learned (strategies that learn nothing: none)
 
     def fit(self, tasks: list[TaskData]) -> None:
         """Learn per task what routing needs; called once with all tasks of the run."""
@@ -91,8 +92,7 @@ class Strategy:
                     cache.put(t, self.state[t.name])
 
     def _fit(self, tasks: list[TaskData]) -> None:
-        for t in tasks:
-            self.state[t.name] = {}
+        """Sets `self.state[task.name]` for each task (strategies that learn something)."""
 
     def route(self, task: TaskData, doc_texts: list[str]) -> list[Routing]:
         raise NotImplementedError

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
 from ilora_eval.strategies.base import Routing, Strategy, check_top_k, top_k
+from ilora_eval.strategies.fit import TaskFit
 from ilora_eval.strategies.learned import SearchArgs, SearchJob, learn_weights
 
 ORDERS = ("desc", "asc")
@@ -49,19 +49,17 @@ class IloraStrategy(Strategy, name="ilora"):
                 scored = t.examples if self.config.search_on == "all" else [t.examples[k]]
                 jobs.append(SearchJob(f"task {t.name} example {k}", picked, scored, self.config.seed))
                 owners.append(t.name)
-        weights = learn_weights(jobs, self.config, self.env)
+        learned: dict[str, list] = {t.name: [] for t in tasks}
+        for name, job, w in zip(owners, jobs, learn_weights(jobs, self.config, self.env)):
+            learned[name].append((job.indices, w))
         for t in tasks:
-            self.state[t.name] = {"examples": [], "example_embeddings": self.env.embed([e.text for e in t.examples]).tolist()}
-        for name, job, w in zip(owners, jobs, weights):
-            self.state[name]["examples"].append({"indices": job.indices, "weights": [float(x) for x in w]})
+            self.state[t.name] = TaskFit.examples(learned[t.name], self.env.embed([e.text for e in t.examples]))
 
     def route(self, task, doc_texts):
-        s = self.state[task.name]
-        ex = np.asarray(s["example_embeddings"], dtype=np.float32)
-        sims = self.env.embed(doc_texts) @ ex.T
+        fit = self.state[task.name]
+        sims = self.env.embed(doc_texts) @ np.asarray(fit.example_embeddings, dtype=np.float32).T
         out = []
         for row in sims:
             k = int(top_k(row, 1, self.config.order)[0])
-            comp = s["examples"][k]
-            out.append(Routing(Composition.of(comp["indices"], comp["weights"]), example=k))
+            out.append(Routing(fit.composition(k), example=k))
         return out

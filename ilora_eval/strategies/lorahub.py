@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
 from ilora_eval.strategies.base import Routing, Strategy
+from ilora_eval.strategies.fit import TaskFit
 from ilora_eval.strategies.learned import SearchArgs, SearchJob, learn_weights
 
 
@@ -33,8 +33,7 @@ class LoraHubStrategy(Strategy, name="lorahub"):
         indices = self.drawn_modules()
         jobs = [SearchJob(f"task {t.name}", indices, t.examples, self.config.seed) for t in tasks]
         for t, w in zip(tasks, learn_weights(jobs, self.config, self.env)):
-            self.state[t.name] = {"indices": indices, "weights": [float(x) for x in w]}
+            self.state[t.name] = TaskFit.weights(indices, w)
 
     def route(self, task, doc_texts):
-        s = self.state[task.name]
-        return [Routing(Composition.of(s["indices"], s["weights"]))] * len(doc_texts)
+        return [Routing(self.state[task.name].composition())] * len(doc_texts)

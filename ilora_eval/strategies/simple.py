@@ -8,6 +8,7 @@ import numpy as np
 
 from ilora_eval.composition import Composition
 from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, check_top_k, top_k
+from ilora_eval.strategies.fit import TaskFit
 
 
 class BaseStrategy(Strategy, name="base"):
@@ -52,8 +53,7 @@ class SingleBestStrategy(Strategy, name="single_best"):
         for t in tasks:
             emb = self.env.embed([e.text + e.target for e in t.examples]).mean(axis=0)
             best = int(np.argmax(cents @ emb))
-            self.state[t.name] = {"adapter": best}
+            self.state[t.name] = TaskFit.adapter(best)
 
     def route(self, task, doc_texts):
-        comp = Composition.of([self.state[task.name]["adapter"]], [1.0])
-        return [Routing(comp)] * len(doc_texts)
+        return [Routing(self.state[task.name].composition())] * len(doc_texts)
