@@ -1,5 +1,6 @@
-"""The strategy base class and its registry, what every strategy gets (`StrategyEnv`) and returns
-(`Routing` per document), and one config dataclass per strategy built from lm-eval model_args.
+"""The strategy base class and its registry, what every strategy gets (`StrategyEnv`), learns
+(`TaskFit` per task, in `state`; cached and broadcast by the router) and returns (`Routing` per
+document), and one config dataclass per strategy built from lm-eval model_args.
 
 A strategy registers itself by subclassing: `class MyStrategy(Strategy, name="mine")`."""
 
