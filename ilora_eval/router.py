@@ -207,13 +207,13 @@ class Router:
 
     def run_name(self) -> str:
         """`ilora-<strategy>[-<arg><value>...]-seed<s>-lib<hash>`: the arguments that differ from the
-        strategy's defaults, so each configuration gets its own lm-eval output folder."""
+        strategy's defaults, so each configuration gets its own lm-eval output folder. The seed is
+        always named: under the per-seed protocol it also selects the scored documents."""
         defaults = asdict(type(self.config)())
         args = asdict(self.config)
         parts = [f"ilora-{self.strategy_name}"]
         parts += [f"{k}{v}" for k, v in sorted(args.items()) if k != "seed" and v != defaults.get(k)]
-        if self.strategy.needs_examples or self.strategy.learned:
-            parts.append(f"seed{self.config.seed}")
+        parts.append(f"seed{self.config.seed}")
         if self.state.mode != "param" and self.strategy_name != "arrow":
             parts.append(self.state.mode)
         if self.library is not None:

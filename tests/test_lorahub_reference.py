@@ -117,12 +117,12 @@ def test_lorahub_learns_lorahubs_weights_on_t5(t5_eos):
     strategy = lm.router.strategy
     task = TaskData("t", None, examples(), "test")
     strategy.fit([task])
-    learned = strategy.state["t"]
-    drawn = [lm.library.ids[i] for i in learned["indices"]]
+    learned = strategy.state["t"].compositions[0]
+    drawn = [lm.library.ids[i] for i in learned.indices]
     ref = LoraHubReference(base, lib, drawn)
     param = ng.p.Array(init=[0] * 6, upper=[1.5] * 6, lower=[-1.5] * 6)
     expected = ng.optimizers.NGOpt(parametrization=param, budget=40).minimize(ref.loss).value
-    diff = float(np.abs(np.asarray(learned["weights"]) - expected).max())
-    print(json.dumps({"modules": drawn, "ours": learned["weights"], "lorahub": list(expected), "max_diff": diff}))
+    diff = float(np.abs(np.asarray(learned.weights) - expected).max())
+    print(json.dumps({"modules": drawn, "ours": list(learned.weights), "lorahub": list(expected), "max_diff": diff}))
     assert diff < 1e-3  # measured 4e-5: float32 rounding of two composition code paths, nothing else
     assert np.abs(expected).max() > 0.05  # the search moved: the comparison is not 0 against 0

@@ -117,5 +117,5 @@ def test_recipe_runs_end_to_end_on_stand_ins(recipe, t5, tmp_path, monkeypatch):
 def test_dry_run_prints_every_command(recipe, capsys):
     assert recipe.main(["run", "--dry-run", "--seeds", "1,2"]) == 0
     out = capsys.readouterr().out
-    assert out.count("$ ") == 1 + 1 + 3 * 2 + 1
-    assert "pretrained=google/flan-t5-large" in out and "--tasks bbh_ilora" in out
+    assert out.count("$ ") == 1 + 2 + 3 * 2 + 1  # index, base per seed, lorahub + ilora desc/asc per seed, compare
+    assert "pretrained=google/flan-t5-large" in out and "--tasks bbh_ilora_raw" in out

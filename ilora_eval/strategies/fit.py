@@ -84,7 +84,3 @@ class TaskFit:
             return {"adapter": ids[self.compositions[0].indices[0]]}
         pairs = [{"adapters": [ids[i] for i in c.indices], "weights": list(c.weights)} for c in self.compositions]
         return {"examples": pairs} if self.kind == "examples" else pairs[0]
-
-    def __getitem__(self, key: str):
-        # the JSON form's keys, for readers written against the untyped dicts (tests/test_lorahub_reference.py)
-        return self.to_json()[key]
