@@ -30,6 +30,7 @@ class Example:
     text: str  # doc_to_text alone: what is embedded for retrieval and routing
     target: str  # the continuation after `prompt` (lm-eval's delimiter + answer)
     answer: str = ""  # the answer alone (a seq2seq decoder target); defaults to `target`
+    stop: str | None = None  # what ends a generated answer (the task's first `until`), if it generates
 
     def __post_init__(self):
         if not self.answer:
@@ -175,9 +176,12 @@ def format_example(task, doc, settings: compat.PromptSettings) -> Example:
         answer, delimiter = str(target), compat.continuation_delimiter(task, settings)
     if isinstance(ctx, list):
         ctx = ctx[gold]
+    until = (cfg.generation_kwargs or {}).get("until") if output_type == "generate_until" else None
+    until = [until] if isinstance(until, str) else (until or [])
     if isinstance(text, int):  # doc_to_text may index choices (winogrande-style); embed the choice text
         text = task.doc_to_choice(doc)[text]
-    return Example(prompt=str(ctx), text=str(text), target=f"{delimiter}{answer}", answer=answer)
+    return Example(prompt=str(ctx), text=str(text), target=f"{delimiter}{answer}", answer=answer,
+                   stop=until[0] if until else None)
 
 
 def task_data(name: str, task, n: int, seed: int, settings: compat.PromptSettings | None = None) -> TaskData:

@@ -33,7 +33,7 @@ class FitCache:
 
     def key(self, task) -> str:
         payload = {**self.context, "task": task.name,
-                   "examples": [[e.prompt, e.text, e.target] for e in task.examples]}
+                   "examples": [[e.prompt, e.text, e.target, e.stop] for e in task.examples]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def get(self, task) -> TaskFit | None:

@@ -26,8 +26,9 @@ from ilora_eval.records import RoutingRecords
 from ilora_eval.strategies import StrategyEnv, strategy_class
 from ilora_eval.util import is_false
 
-# bumped whenever what a cached fit depends on changes meaning (2: LoraHub's exact objective)
-FIT_CACHE_VERSION = 2
+# bumped whenever what a cached fit depends on changes meaning (2: LoraHub's exact objective; 3: the
+# decoder-only objective ends the answer with the task's stop sequence)
+FIT_CACHE_VERSION = 3
 
 
 class Router:

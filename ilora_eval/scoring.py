@@ -9,7 +9,9 @@ Objectives (`loss=`):
   and is scored), the token-mean cross-entropy is pooled over all examples of the search (the
   model's `outputs.loss` on one padded batch), then divided once more by the number of examples.
   Decoder-only models have no LoraHub reference: the continuation lm-eval would score is followed
-  by the EOS token (so the search also learns to stop), pooled and divided the same way.
+  by what ends the answer at test time, so the search also learns to stop: the task's first
+  `until` string when it generates (tokenized with the answer, as the model would produce them),
+  else the EOS token; pooled and divided the same way.
 - "mean": the continuation exactly as lm-eval encodes it (no EOS), pooled token-mean, no division.
 """
 
@@ -49,6 +51,8 @@ def encode_example(sm: ScoringModel, ex: Example, objective: str) -> tuple[list[
         return sm.encode_pair(ex.prompt, ex.target)
     if sm.backend == "seq2seq":
         return sm.encode(ex.prompt), sm.encode_special(ex.answer)
+    if ex.stop:
+        return sm.encode_pair(ex.prompt, ex.target + ex.stop)
     ctx, cont = sm.encode_pair(ex.prompt, ex.target)
     return ctx, (cont + [sm.eos_id]) if sm.eos_id is not None else cont
 
@@ -61,7 +65,7 @@ class TargetScorer:
         self._plain_head: bool | None = None
 
     def encode(self, ex: Example, objective: str) -> tuple[list[int], list[int]]:
-        key = (objective, ex.prompt, ex.target, ex.answer)
+        key = (objective, ex.prompt, ex.target, ex.answer, ex.stop)
         if key not in self._enc:
             self._enc[key] = encode_example(self.sm, ex, objective)
         return self._enc[key]

@@ -160,6 +160,7 @@ def test_adaptation_prompts_are_the_prompts_lm_eval_builds(llama, tmp_path):
         assert built.count(ex.text) == 1  # its own answer is not among its few-shot examples
         assert lm.tok_encode(ex.prompt) == lm.tok_encode(built)
         assert not ex.target.startswith(" ")  # a chat template drops lm-eval's target delimiter too
+        assert ex.stop == "\n"  # the task's first `until`: what ends a generated answer
 
 
 def test_lm_eval_seed_is_the_strategies_seed(llama, shapes):

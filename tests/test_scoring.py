@@ -55,3 +55,27 @@ def test_head_projection_at_target_positions_only_where_the_head_is_plain():
     # Gemma 2 soft-caps its logits after the projection: the full forward must be kept
     capped = Gemma2ForCausalLM(Gemma2Config(**small, final_logit_softcapping=1.0)).eval()
     assert not _scorer(capped).plain_head()
+
+
+def test_decoder_only_objective_ends_each_answer_with_the_tasks_stop(llama):
+    """LoraHub's objective has no decoder-only reference: the answer is followed by what ends it at
+    test time (the task's first `until`, tokenized with it), else by EOS; pooled mean / K."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base, lib = llama
+    scorer = ilora(base, lib, batch_size=4).router.strategy.env.score
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    for stop in ("\n", None):
+        exs = [Example(e.prompt, e.text, e.target, stop=stop) for e in EXAMPLES]
+        nll, n = 0.0, 0
+        for ex in exs:
+            ctx = tok(ex.prompt, add_special_tokens=False).input_ids
+            whole = tok(ex.prompt + ex.target + (stop or ""), add_special_tokens=False).input_ids
+            cont = whole[len(ctx):] + ([] if stop else [tok.eos_token_id])
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ctx + cont])).logits[0, len(ctx) - 1:-1]
+            nll -= float(torch.log_softmax(logits, -1).gather(1, torch.tensor(cont)[:, None]).sum())
+            n += len(cont)
+        got = scorer([Composition((), ())], [exs], "lorahub")[0]
+        assert got == pytest.approx(nll / n / len(exs), rel=1e-5)

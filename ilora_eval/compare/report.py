@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,11 @@ def _table_csv(c: Comparison, path: Path) -> None:
     _write_csv(path, header, rows)
 
 
+def _relative(path: Path, folder: Path) -> str:
+    """A run's path as seen from the report's folder (reports move with their runs; no machine paths)."""
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+
+
 def _runs_csv(c: Comparison, path: Path) -> None:
     rows = []
     for g in c.groups:
@@ -201,7 +207,7 @@ def _runs_csv(c: Comparison, path: Path) -> None:
             for ch in c.choices:
                 v = r.score(ch.task, ch.metric, ch.filter)
                 se = r.stderr.get(ch.task, {}).get((ch.metric, ch.filter))
-                rows.append([g.label, r.label, r.seed, r.adapt_seed, str(r.path), ch.task, ch.metric, ch.filter,
+                rows.append([g.label, r.label, r.seed, r.adapt_seed, _relative(r.path, path.parent), ch.task, ch.metric, ch.filter,
                              _csv_num(v), _csv_num(se)])
     header = ["group", "run", "seed", "adapt_seed", "path", "task", "metric", "filter", "score", "stderr"]
     _write_csv(path, header, rows)

@@ -75,7 +75,7 @@ def run_demo(assets, out_dir: Path, *, seeds=(1, 2, 3), strategies=None, embedde
                                   limit=limit, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                                   fewshot_random_seed=seed)
             seconds = time.perf_counter() - start
-            path = _save(res, run_dir, stamp, redact={str(assets.root): "<demo-assets>", str(Path.home()): "~"})
+            path = _save(res, run_dir, stamp, redact={str(run_dir.resolve()): ".", str(assets.root): "<demo-assets>", str(Path.home()): "~"})
             scores = {t: float(res["results"][t]["exact_match,none"]) for t in assets.tasks}
             runs.append(DemoRun(label, seed, scores, seconds, path))
             progress(f"  {label:<22} seed {seed}: " + "  ".join(f"{t} {s:.3f}" for t, s in scores.items())
