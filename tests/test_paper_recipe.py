@@ -79,7 +79,8 @@ def test_reference_manifest_resolves_onto_lorahubs_ids(recipe):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ILORA_BBH_DIR"), reason="needs BIG-Bench-Hard: set ILORA_BBH_DIR")
+@pytest.mark.skipif(not os.path.isdir(os.environ.get("ILORA_BBH_DIR", "")),
+                    reason="needs BIG-Bench-Hard: ILORA_BBH_DIR naming a folder of its <task>.json files")
 def test_recipe_runs_end_to_end_on_stand_ins(recipe, t5, tmp_path, monkeypatch):
     """Every planned command, run in-process on a tiny T5 and stand-in adapters, down to the
     comparison report: seeds grouped, LoraHub's seed mean as the baseline."""
