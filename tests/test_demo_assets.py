@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -69,10 +68,8 @@ def test_adapters_load_together_in_peft(assets):
 def test_rebuild_is_a_no_op(assets):
     manifest = assets.root / MANIFEST
     before = manifest.stat().st_mtime_ns
-    start = time.perf_counter()
     again = build_assets(assets.root, quick=True)
-    assert time.perf_counter() - start < 2
-    assert manifest.stat().st_mtime_ns == before
+    assert manifest.stat().st_mtime_ns == before  # nothing was rewritten: the cached assets were reused
     assert again == assets
     assert load_assets(assets.root, quick=False) is None  # another flag would rebuild
 
