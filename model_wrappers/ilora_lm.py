@@ -231,6 +231,7 @@ class IloraLM(HFLM):
         configuration, or results of different strategies would be mixed. Stamp and check it."""
         db = getattr(cache_hook, "dbdict", None)
         if db is not None:
+            self.router.resolve_seed(compat.run_seed())  # runs of other --seed values are other configurations
             fingerprint = json.dumps({"pretrained": str(self.pretrained_name), **self.router.fingerprint()},
                                      sort_keys=True)
             stamp = db.get(CACHE_STAMP)

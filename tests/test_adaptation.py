@@ -197,3 +197,12 @@ def test_a_run_answered_from_lm_evals_cache_still_records_what_produced_it(llama
     assert b["learned"] == a["learned"] and b["adaptation_doc_ids"] == a["adaptation_doc_ids"]
     assert b["docs_per_example"] == a["docs_per_example"] and sum(b["docs_per_example"].values()) == 3
 
+
+def test_lm_evals_cache_is_not_shared_across_seeds(llama, shapes, tmp_path):
+    base, lib = llama
+    cache = str(tmp_path / "reqs")
+    evaluate(ilora(base, lib, strategy="lorahub", n_modules=3, budget=2), shapes[1], ["shape_fewshot_ok"], use_cache=cache)
+    with pytest.raises(IloraError, match="another ilora configuration"):  # --seed 5 draws other modules
+        evaluate(ilora(base, lib, strategy="lorahub", n_modules=3, budget=2), shapes[1], ["shape_fewshot_ok"],
+                 use_cache=cache, random_seed=5)
+
