@@ -80,6 +80,13 @@ def run_seed() -> int | None:
     return int(seed) if seed is not None else None
 
 
+def run_metadata() -> dict:
+    """lm-eval's `--metadata` of the run (task-side switches such as the pack's `adapt_seed`)."""
+    found = _frame_locals("simple_evaluate")
+    metadata = found.get("metadata") if found else None
+    return dict(metadata) if isinstance(metadata, dict) else {}
+
+
 def scored_split(task) -> str | None:
     """The split whose documents lm-eval scores (`Task.eval_docs`: test, else validation)."""
     cfg = task.config

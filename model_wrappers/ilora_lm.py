@@ -232,8 +232,9 @@ class IloraLM(HFLM):
         db = getattr(cache_hook, "dbdict", None)
         if db is not None:
             self.router.resolve_seed(compat.run_seed())  # runs of other --seed values are other configurations
-            fingerprint = json.dumps({"pretrained": str(self.pretrained_name), **self.router.fingerprint()},
-                                     sort_keys=True)
+            # --metadata too: the pack's adapt_seed redraws the adaptation examples the weights come from
+            fingerprint = json.dumps({"pretrained": str(self.pretrained_name), **self.router.fingerprint(),
+                                      "metadata": compat.run_metadata()}, sort_keys=True, default=str)
             stamp = db.get(CACHE_STAMP)
             if stamp is None and len(db) > 0:
                 raise IloraError(f"--use_cache file {getattr(db, 'filename', '')} already holds results of another model; "
