@@ -91,8 +91,10 @@ class SearchBench:
         corpus = Corpus(cfg.model.vocab, cfg.library, seed=cfg.seed)
         make_library(base, model_dir.name, lib_dir, corpus, cfg.library, cfg.rank, cfg.targets, seed=cfg.seed + 100)
         del base
+        # the search batches rows like lm-eval's --batch_size: one lock-step step of all searches fits
         self.lm = IloraLM(pretrained=str(model_dir), library=str(lib_dir), strategy="base", embedder="hashing",
-                          progress=False, device=cfg.device, dtype=cfg.model.dtype)
+                          progress=False, device=cfg.device, dtype=cfg.model.dtype,
+                          batch_size=cfg.searches * cfg.n_adapt)
         self.scorer = TargetScorer(self.lm._scoring_model(), self.lm.state)
         rng = random.Random(cfg.seed + 3)
         self.examples = []
