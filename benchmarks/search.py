@@ -10,7 +10,8 @@ targets through the per-row layer of a random Llama):
               in ONE forward of K × n_adapt rows, tells each; budget forwards.
 Each search optimises the weights of its example's top_k adapters (cosine of the example's text+target
 to the library centroids, as the `ilora` strategy picks them) on the loss of ALL n_adapt examples
-(mean target cross-entropy + l1·mean|w|, the package's default loss="mean"). The weights must come out
+(mean target cross-entropy + l1·mean|w|, loss="mean": the speed is the same under the package's
+default loss="lorahub"). The weights must come out
 identical; the last line gives the speed-up (median over repeats of sequential / lock-step time).
 """
 
@@ -41,7 +42,7 @@ class SearchBenchConfig:
     top_k: int = 20
     budget: int = 40
     l1: float = 0.05  # weight of the mean |w| term (LoraHub's 0.05)
-    loss: str = "mean"  # mean | lorahub (CE divided by n_adapt again, as LoraHub's default_get_loss)
+    loss: str = "mean"  # mean | lorahub (LoraHub's objective: targets with their stop, CE / n_adapt)
     prompt: int = 32  # prompt tokens of an adaptation example
     target: int = 3  # target tokens
     repeats: int = 3
