@@ -191,8 +191,3 @@ def after_results_saved(callback: Callable[[Path, str], None]) -> bool:
 
     tracker.save_results_aggregated = save_results_aggregated
     return True
-
-
-def log_samples_requested() -> bool:
-    found = _frame_locals("evaluate")
-    return bool(found.get("log_samples")) if found else False
