@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
+from functools import partial
 
 from lm_eval import utils as lm_utils
 from lm_eval.api.registry import register_model
@@ -29,6 +29,7 @@ from ilora_eval.composition import inject
 from ilora_eval.distributed import collectives_for
 from ilora_eval.errors import IloraError, install_excepthook
 from ilora_eval.model_args import check_model_args
+from ilora_eval.records import check_output_path, write_log_after_save
 from ilora_eval.router import Router
 from ilora_eval.scoring import ScoringModel, TargetScorer
 from ilora_eval.util import as_bool
@@ -68,6 +69,7 @@ class IloraLM(HFLM):
                  include_path: str | None = None, check_base: bool = True, progress: bool = True,
                  fit_cache: str | None = None, **kwargs):
         args = check_model_args(strategy, library, composition, kwargs, HFLM_ARGS)
+        check_output_path(getattr(compat.evaluation_tracker(), "output_path", None))  # before any work
         self.pretrained_name = pretrained
         super().__init__(pretrained=pretrained, **args.hflm)
         self.comm = collectives_for(self.rank, self.world_size, self.device)
@@ -254,9 +256,7 @@ class IloraLM(HFLM):
             self.router.prepare_run((), compat.prompt_settings(self))
             self.router.records.use_local()
         name = compat.name_run(self.router.run_name())
-        records = self.router.records
-        if not records.log_path:
-            compat.after_results_saved(
-                lambda folder, date_id: records.write(os.path.join(folder, f"ilora_routing_{date_id}.jsonl")))
+        if not self.router.records.log_path:
+            compat.after_results_saved(partial(write_log_after_save, self.router.records))
         info.update(self.router.info(name))
         return info
