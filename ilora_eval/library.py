@@ -48,12 +48,39 @@ class AdapterSpec:
         return f"base={self.base_model!r} r={self.rank} target_modules={list(self.target_modules)}"
 
 
-@dataclass
 class StackedModule:
-    """One target module's library: A [N, r, d_in] and B·scaling [N, d_out, r]."""
+    """One target module's library: A [N, r, d_in] and B·scaling [N, d_out, r].
 
-    A: torch.Tensor
-    B: torch.Tensor
+    Opened libraries keep these on the host, in the adapters' memory-mapped files: `rows(indices)`
+    reads only those adapters (what the composition layer puts on the device), `A`/`B` read the
+    whole stack (export, tools, tests: N adapters' worth of memory per access)."""
+
+    def __init__(self, A: torch.Tensor | None = None, B: torch.Tensor | None = None, *, host=None,
+                 module: str | None = None, shape_A: tuple[int, int] | None = None, shape_B: tuple[int, int] | None = None):
+        self._A, self._B = A, B
+        self.host, self.module = host, module
+        self.shape_A = tuple(A.shape[1:]) if A is not None else tuple(shape_A)  # (r, d_in)
+        self.shape_B = tuple(B.shape[1:]) if B is not None else tuple(shape_B)  # (d_out, r)
+        self.n = A.shape[0] if A is not None else len(host)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._A.dtype if self._A is not None else self.host.dtype
+
+    def rows(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """A [k, r, d_in] and B·scaling [k, d_out, r] of adapters `indices` (library order)."""
+        if self._A is not None:
+            idx = torch.as_tensor(list(indices), dtype=torch.long)
+            return self._A.index_select(0, idx), self._B.index_select(0, idx)
+        return self.host.rows(self.module, indices, self.shape_A, self.shape_B)
+
+    @property
+    def A(self) -> torch.Tensor:
+        return self._A if self._A is not None else self.rows(range(self.n))[0]
+
+    @property
+    def B(self) -> torch.Tensor:
+        return self._B if self._B is not None else self.rows(range(self.n))[1]
 
 
 @dataclass
@@ -82,29 +109,43 @@ class LoraLibrary:
     # ------------------------------------------------------------------ loading
     @classmethod
     def open(cls, spec: str | os.PathLike, *, exclude: str | None = None, check_base: str | None = None,
-             dtype: torch.dtype = torch.float32) -> "LoraLibrary":
+             dtype: torch.dtype = torch.float32, progress: bool = True) -> "LoraLibrary":
+        """Validates every adapter (digests cached per weight file: a reopen reads no weight file
+        that did not change) and keeps the weights on the host, memory-mapped, read per adapter
+        when the composition layer first needs it (`ilora_eval.library_store`)."""
+        from ilora_eval.library_store import HostWeights, LazyTexts, scan_library, with_sampled_texts
+
         entries, index_dir = discover(spec)
         entries = apply_exclude(entries, exclude)
         if not entries:
             raise IloraError(f"library {spec} holds no adapters after exclude={exclude!r}; loosen the exclude pattern")
-        digests: dict[str, str] = {}
-        per_adapter: list[dict[str, torch.Tensor]] = []
-        configs = []
-        for entry in entries:
-            cfg, cfg_bytes = read_config(entry)
-            weights, weight_bytes = read_weights(entry)
-            configs.append(cfg)
-            per_adapter.append(weights)
-            h = hashlib.sha256(hashlib.sha256(cfg_bytes).digest() + hashlib.sha256(weight_bytes).digest())
-            if entry.texts_path is not None:
-                h.update(hashlib.sha256(entry.texts_path.read_bytes()).digest())
-            digests[entry.name] = h.hexdigest()
-        spec_ = check_compatible(entries, configs, per_adapter)
+        entries = with_sampled_texts(entries, index_dir)
+        scans = scan_library(entries, index_dir, progress=progress)
+        configs = [s.config for s in scans]
+        spec_ = check_compatible(entries, configs, [s.meta_weights() for s in scans])
         if check_base is not None:
             _check_base(spec_, check_base)
-        modules = stack(entries, configs, per_adapter, spec_, dtype)
-        texts = {e.name: read_texts(e) for e in entries if e.texts_path is not None}
-        return cls(entries, spec_, modules, digests, index_dir, texts)
+        keys = []
+        for entry, s in zip(entries, scans):
+            named = {}
+            for key in s.tensors:
+                m = _KEY.match(key)
+                if m:
+                    named.setdefault(m["module"], ["", ""])["AB".index(m["which"])] = key
+            keys.append({mod: tuple(ab) for mod, ab in named.items()})
+        for module in spec_.modules:
+            bad = [e.name for e, s, k in zip(entries, scans, keys) if set(k[module]) & set(s.nonfinite)]
+            if bad:
+                raise IloraError(f"adapter(s) {bad} hold non-finite weights in {module}; re-train or remove them")
+        host = HostWeights([e.name for e in entries], scans, keys, [scaling(c) for c in configs], dtype)
+        first = scans[0].tensors
+        modules = {}
+        for module in spec_.modules:
+            a_key, b_key = keys[0][module]
+            modules[module] = StackedModule(host=host, module=module, shape_A=tuple(first[a_key][1]),
+                                            shape_B=tuple(first[b_key][1]))
+        digests = {e.name: s.digest for e, s in zip(entries, scans)}
+        return cls(entries, spec_, modules, digests, index_dir, LazyTexts(entries))
 
 
 def discover(spec: str | os.PathLike) -> tuple[list[AdapterEntry], Path]:

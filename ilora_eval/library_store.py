@@ -1,0 +1,343 @@
+"""The host side of a LoRA library at scale.
+
+Opening a library of thousands of adapters must not read (or hold) thousands of weight files:
+
+- `scan_library` validates every adapter and computes its content digest. What it learns from a
+  weight file (its sha256, tensor names, shapes and dtypes, which tensors hold NaN/inf) is cached
+  per file, keyed by its path, size, mtime, ctime and inode, in `$ILORA_EVAL_CACHE/library-digests`
+  (else `~/.cache/ilora-eval/library-digests`): a reopen reads no weight file that did not change.
+  Cold scans run in a few threads (hashing, parsing and the finiteness check release the GIL).
+- `HostWeights` keeps no weights in memory: an adapter's tensors are read, when the composition
+  layer first needs them on the device, from its memory-mapped file (safetensors `safe_open`;
+  `torch.load(mmap=True)` for `.bin`), with the scaling folded into B exactly as the old in-memory
+  stack did (float32 then the library dtype), so the values on the device are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ilora_eval.errors import IloraError
+
+CACHE_VERSION = 1
+# cold scans: threads pay when hashing and parsing dominate (files of MBs); two is the floor so a
+# 2-core machine overlaps reading one file with hashing the other
+SCAN_WORKERS = max(2, min(8, os.cpu_count() or 2))
+
+
+# ------------------------------------------------------------------ the digest cache
+def cache_dir() -> Path:
+    root = os.environ.get("ILORA_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ilora-eval")
+    return Path(root) / "library-digests"
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    # ctime and inode too: `cp -p`/rsync keep mtime but not ctime, `mv new old` changes the inode
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+class DigestCache:
+    """What the scan learned per file (weights: digest, tensor table, non-finite tensors; texts: digest),
+    valid while the file's stat key is unchanged. One JSON file per library (its index folder)."""
+
+    def __init__(self, index_dir: Path):
+        ident = hashlib.sha256(str(Path(index_dir).resolve()).encode()).hexdigest()[:20]
+        self.path = cache_dir() / f"{ident}.json"
+        self.files: dict[str, dict] = {}
+        self.used: set[str] = set()
+        self.changed = False
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("version") == CACHE_VERSION and isinstance(data.get("files"), dict):
+                self.files = data["files"]
+        except (OSError, ValueError, AttributeError):
+            pass  # no cache (or an unreadable one): every file is scanned, which is only slower
+
+    def get(self, path: Path, st: os.stat_result) -> dict | None:
+        key = str(path)
+        self.used.add(key)
+        hit = self.files.get(key)
+        return hit if hit is not None and hit.get("stat") == _stat_key(st) else None
+
+    def put(self, path: Path, st: os.stat_result, info: dict) -> None:
+        self.files[str(path)] = {**info, "stat": _stat_key(st)}
+        self.used.add(str(path))
+        self.changed = True
+
+    def save(self) -> None:
+        stale = set(self.files) - self.used
+        if not (self.changed or stale):
+            return
+        from ilora_eval.util import write_atomic
+
+        keep = {k: v for k, v in self.files.items() if k in self.used}
+        try:
+            write_atomic(self.path, json.dumps({"version": CACHE_VERSION, "files": keep}, separators=(",", ":")))
+        except OSError:
+            pass  # a read-only cache folder costs the next open a full scan, never a wrong digest
+
+
+# ------------------------------------------------------------------ scanning
+@dataclass
+class AdapterScan:
+    config: dict
+    weight_file: Path
+    weight_stat: os.stat_result
+    tensors: dict[str, tuple[str, list[int]]]  # name -> (dtype, shape)
+    nonfinite: list[str]  # tensor names holding NaN or inf
+    digest: str
+
+    def meta_weights(self) -> dict[str, torch.Tensor]:
+        """Shape-and-dtype-only tensors (device "meta": no memory) for the compatibility checks."""
+        return {k: torch.empty(shape, dtype=_dtype(dt), device="meta") for k, (dt, shape) in self.tensors.items()}
+
+
+def _dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(dt, torch.dtype):
+        raise IloraError(f"tensor dtype {name!r} is unknown to this torch; re-save the adapter in float32/float16/bfloat16")
+    return dt
+
+
+def _weight_file(entry) -> tuple[Path, os.stat_result]:
+    from ilora_eval.library import WEIGHT_NAMES
+
+    for name in WEIGHT_NAMES:
+        f = entry.path / name
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if not os.path.isdir(f):
+            return f, st
+    raise IloraError(f"adapter {entry.name} at {entry.path} has no weights ({' or '.join(WEIGHT_NAMES)}); re-save it with save_pretrained")
+
+
+def _parse(entry, f: Path, raw: bytes) -> dict[str, torch.Tensor]:
+    try:
+        if f.name.endswith(".safetensors"):
+            from safetensors.torch import load as load_safetensors
+
+            return load_safetensors(raw)
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise IloraError(f"adapter {entry.name}: {f.name} is corrupt or truncated ({type(err).__name__}); re-download or re-save it") from None
+
+
+def scan_weight_file(entry, f: Path) -> dict:
+    """One full read of a weight file: its sha256, tensor table and non-finite LoRA tensors."""
+    from ilora_eval.library import _KEY
+
+    raw = f.read_bytes()
+    sha = hashlib.sha256(raw).hexdigest()
+    weights = _parse(entry, f, raw)
+    del raw
+    tensors, nonfinite = {}, []
+    for k, t in weights.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        tensors[k] = (str(t.dtype), list(t.shape))
+        if _KEY.match(k) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            nonfinite.append(k)
+    return {"sha256": sha, "tensors": tensors, "nonfinite": nonfinite}
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def scan_adapter(entry, cache: DigestCache) -> AdapterScan:
+    from ilora_eval.library import read_config
+
+    cfg, cfg_bytes = read_config(entry)
+    f, st = _weight_file(entry)
+    info = cache.get(f, st)
+    if info is None:
+        info = scan_weight_file(entry, f)
+        cache.put(f, st, info)
+    # the digest as the library always computed it: sha(sha(config) + sha(weights)) [+ sha(texts)]
+    h = hashlib.sha256(hashlib.sha256(cfg_bytes).digest() + bytes.fromhex(info["sha256"]))
+    if entry.texts_path is not None:
+        tst = entry.texts_path.stat()
+        tinfo = cache.get(entry.texts_path, tst)
+        if tinfo is None:
+            tinfo = {"sha256": _file_sha(entry.texts_path)}
+            cache.put(entry.texts_path, tst, tinfo)
+        h.update(bytes.fromhex(tinfo["sha256"]))
+    tensors = {k: (dt, list(shape)) for k, (dt, shape) in info["tensors"].items()}
+    return AdapterScan(cfg, f, st, tensors, list(info["nonfinite"]), h.hexdigest())
+
+
+def scan_library(entries, index_dir: Path, *, progress: bool = True) -> list[AdapterScan]:
+    """Every adapter scanned (from the digest cache where its files did not change), in order;
+    the first bad adapter in library order raises its one-line error."""
+    from tqdm.auto import tqdm
+
+    cache = DigestCache(index_dir)
+    bar = tqdm(total=len(entries), desc="Opening LoRA library", unit="adapter",
+               disable=not progress or len(entries) < 100)
+    results: list[AdapterScan | BaseException | None] = [None] * len(entries)
+
+    def one(i):
+        try:
+            results[i] = scan_adapter(entries[i], cache)
+        except (IloraError, OSError) as err:
+            results[i] = err
+        bar.update(1)
+
+    try:
+        # a warm scan is stat calls and small reads, GIL-bound: threads only pay for cold ones
+        cold = len(entries) >= 16 and len(cache.files) < len(entries)
+        if cold:
+            with ThreadPoolExecutor(SCAN_WORKERS) as pool:
+                list(pool.map(one, range(len(entries))))
+        else:
+            for i in range(len(entries)):
+                one(i)
+    finally:
+        bar.close()
+    for r in results:
+        if isinstance(r, BaseException):
+            cache.save()  # what was scanned before the bad adapter stays cached
+            raise r
+    cache.save()
+    return results  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------ weights on the host
+class HostWeights:
+    """Each adapter's per-module A and B·scaling, read on demand from its memory-mapped weight file.
+
+    At most `max_open` files stay open (an LRU): a forward pass reads one composition's adapters
+    module by module, so their files stay mapped across the modules of one load."""
+
+    def __init__(self, names: list[str], scans: list[AdapterScan], keys: list[dict[str, tuple[str, str]]],
+                 scalings: list[float], dtype: torch.dtype, max_open: int = 128):
+        self.names = names
+        self.files = [s.weight_file for s in scans]
+        self._stats = [(s.weight_stat.st_size, s.weight_stat.st_mtime_ns) for s in scans]
+        self.keys = keys
+        self.scalings = scalings
+        self.dtype = dtype
+        self.max_open = max_open
+        self._open: OrderedDict[int, object] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _handle(self, i: int):
+        h = self._open.get(i)
+        if h is not None:
+            self._open.move_to_end(i)
+            return h
+        f = self.files[i]
+        try:
+            st = f.stat()
+        except OSError:
+            st = None
+        if st is None or (st.st_size, st.st_mtime_ns) != self._stats[i]:
+            raise IloraError(f"adapter {self.names[i]}: {f.name} changed on disk since the library was opened; "
+                             "rerun so the library (and its digests) is read again")
+        if f.name.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            h = safe_open(str(f), framework="pt", device="cpu")
+        else:
+            try:
+                h = _DictHandle(torch.load(str(f), map_location="cpu", weights_only=True, mmap=True))
+            except RuntimeError:  # the legacy (non-zip) format cannot be mapped: read it
+                h = _DictHandle(torch.load(str(f), map_location="cpu", weights_only=True))
+        self._open[i] = h
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return h
+
+    def tensor(self, i: int, key: str) -> torch.Tensor:
+        return self._handle(i).get_tensor(key)
+
+    def rows(self, module: str, indices, shape_A, shape_B) -> tuple[torch.Tensor, torch.Tensor]:
+        """A [k, r, d_in] and B·scaling [k, d_out, r] of adapters `indices` in the library dtype,
+        computed as the in-memory stack always was (float32, scaling applied in float32)."""
+        indices = [int(i) for i in indices]
+        if not indices:
+            return torch.zeros(0, *shape_A, dtype=self.dtype), torch.zeros(0, *shape_B, dtype=self.dtype)
+        A = torch.stack([self.tensor(i, self.keys[i][module][0]).to(torch.float32) for i in indices])
+        B = torch.stack([self.tensor(i, self.keys[i][module][1]).to(torch.float32) * self.scalings[i] for i in indices])
+        return A.to(self.dtype), B.to(self.dtype)
+
+    def close(self) -> None:
+        self._open.clear()
+
+
+class _DictHandle:
+    def __init__(self, tensors: dict):
+        self._t = tensors
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        return self._t[key]
+
+
+class LazyTexts(Mapping):
+    """adapter id -> its texts, read from texts.jsonl on first access (a library of thousands of
+    adapters opens without reading thousands of text files)."""
+
+    def __init__(self, entries):
+        self._entries = {e.name: e for e in entries if e.texts_path is not None}
+        self._texts: dict[str, list[str]] = {}
+
+    def __getitem__(self, name: str) -> list[str]:
+        hit = self._texts.get(name)
+        if hit is None:
+            from ilora_eval.library import read_texts
+
+            hit = self._texts[name] = read_texts(self._entries[name])
+        return hit
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name) -> bool:
+        return name in self._entries
+
+
+# ------------------------------------------------------------------ sampled texts
+SAMPLED_TEXTS_DIR = "texts"  # in the library's index folder: what `library build --texts-from` sampled
+
+
+def sampled_texts_path(index_dir: Path, name: str) -> Path:
+    """Where `library build --texts-from` puts adapter `name`'s sampled texts (ids may hold `/`)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if safe != name:  # two ids that sanitize alike must not share a file
+        safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return Path(index_dir) / SAMPLED_TEXTS_DIR / f"{safe}.jsonl"
+
+
+def with_sampled_texts(entries, index_dir: Path):
+    """Adapters without their own texts.jsonl use the texts `library build --texts-from` sampled."""
+    from dataclasses import replace
+
+    out = []
+    for e in entries:
+        if e.texts_path is None:
+            p = sampled_texts_path(index_dir, e.name)
+            if p.is_file():
+                e = replace(e, texts_path=p)
+        out.append(e)
+    return out
