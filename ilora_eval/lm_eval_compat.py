@@ -1,11 +1,18 @@
 """Everything that reads lm-evaluation-harness internals, in one place.
 
-lm-eval 0.4.13 hands a model neither its Task objects, nor the run's prompt settings
+lm-eval hands a model neither its Task objects, nor the run's prompt settings
 (`--apply_chat_template`, `--system_instruction`, `--fewshot_as_multiturn`), nor `--seed`, nor
 its EvaluationTracker. They are all locals of `lm_eval.evaluator.simple_evaluate` /
 `evaluate`, which are on the call stack whenever lm-eval asks the model for anything, so they
 are read from those frames here and nowhere else. A change of lm-eval's internals then breaks
 this module only, and `check_version` says so in one line.
+
+Supported: lm-eval >= 0.4.11, < 0.5 (docs/compatibility.md). Inside that range each internal that
+differs between releases is found by looking for it (feature detection), never by comparing
+version numbers, so a patch release that backports or drops one is served by what it has:
+task loading (`TaskManager.load` vs `load_task_or_group`), YAML loading (`lm_eval.tasks._yaml_loader`
+vs `lm_eval.utils.load_yaml_config`), `evaluate`'s `eval_tasks` (a dict of Tasks vs a list of
+TaskOutputs) and `simple_evaluate`'s `loaded` (vs the nested `task_dict`).
 """
 
 from __future__ import annotations
@@ -17,17 +24,114 @@ from typing import Any, Callable
 
 from ilora_eval.errors import IloraError
 
-SUPPORTED = ("0.4.13",)
+# The release range this module has been measured against (docs/compatibility.md): the floor is
+# the first release with the lazy model registry (`model_registry.register(name, target=...)`) that
+# the start-up hook needs; the ceiling is the next minor, which may move any internal read here.
+FLOOR, CEILING = (0, 4, 11), (0, 5)
+RANGE = ">=0.4.11,<0.5"
 EVALUATOR = "lm_eval.evaluator"
 
 
+def _release(version: str) -> tuple[int, ...] | None:
+    """(0, 4, 13) from "0.4.13", "0.4.14.dev0+g1234" or "0.4.13rc1"; None when unreadable."""
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) if parts else None
+
+
+def _missing_feature() -> str | None:
+    """The first internal this module reads that the installed lm-eval lacks, named."""
+    from lm_eval.api import registry
+
+    if not hasattr(getattr(registry, "model_registry", None), "register"):
+        return "lm_eval.api.registry.model_registry"
+    from lm_eval.tasks import TaskManager
+
+    if not (hasattr(TaskManager, "load") or hasattr(TaskManager, "load_task_or_group")):
+        return "TaskManager.load"
+    return None
+
+
 def check_version() -> None:
+    """One line (an IloraError) when the installed lm-eval is outside the supported range."""
     import lm_eval
 
-    version = getattr(lm_eval, "__version__", "unknown")
-    if version not in SUPPORTED:
-        raise IloraError(f"lm-eval {version} is installed but ilora-eval reads the internals of lm-eval "
-                         f"{', '.join(SUPPORTED)}; pip install lm-eval=={SUPPORTED[-1]}")
+    version = getattr(lm_eval, "__version__", None)
+    if version is None:
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        try:
+            version = dist_version("lm_eval")
+        except PackageNotFoundError:
+            version = "unknown"
+    release = _release(version)
+    fix = f"pip install 'lm-eval{RANGE}'"
+    if release is None or not FLOOR <= release < CEILING:
+        raise IloraError(f"lm-eval {version} is installed but ilora-eval supports lm-eval {RANGE} "
+                         f"(docs/compatibility.md); {fix}")
+    missing = _missing_feature()
+    if missing is not None:
+        raise IloraError(f"lm-eval {version} lacks {missing}, which ilora-eval reads; {fix}")
+
+
+def _flat_tasks(task_dict: dict) -> dict:
+    """{task name: Task} of a nested task dict (lm-eval before 0.4.13: groups map to dicts of their
+    subtasks; a leaf may be a (group, Task) pair)."""
+    out = {}
+    for name, value in task_dict.items():
+        if isinstance(value, dict):
+            out.update(_flat_tasks(value))
+        else:
+            if isinstance(value, tuple):
+                value = value[-1]
+            if value is not None:
+                out[name] = value
+    return out
+
+
+def load_tasks(manager, names: list[str]) -> dict:
+    """{task name: Task} of the leaf tasks behind `names` (groups and tags expanded) through
+    `manager` (a TaskManager). An unknown name raises KeyError, as lm-eval does."""
+    if hasattr(manager, "load"):  # 0.4.13+: {"tasks": {name: Task}, "groups": ..., "group_map": ...}
+        loaded = manager.load(list(names))
+        return dict(loaded["tasks"])
+    return _flat_tasks(manager.load_task_or_group(list(names)))
+
+
+def load_yaml(path, *, resolve_func: bool = True, recursive: bool = True) -> dict:
+    """lm-eval's reading of a task YAML (`!function` tags resolved or not, `include:` followed or
+    not), with the YAML loader of the installed release."""
+    try:
+        from lm_eval.tasks._yaml_loader import load_yaml as loader  # 0.4.13+
+    except ImportError:
+        loader = None
+    if loader is not None:
+        return loader(path, resolve_func=resolve_func, recursive=recursive)
+    from lm_eval import utils
+
+    mode = "full" if resolve_func else "simple"
+    if recursive:
+        return utils.load_yaml_config(str(path), mode=mode)
+    import functools
+
+    import yaml
+
+    constructor = functools.partial(utils.import_function, yaml_path=Path(path)) if resolve_func else utils.ignore_constructor
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", constructor)
+    with open(path, "rb") as fh:
+        return yaml.load(fh, Loader=Loader)  # noqa: S506 (SafeLoader plus the one tag)
 
 
 def _frame_locals(function: str) -> dict | None:
@@ -43,13 +147,18 @@ def live_tasks() -> dict | None:
     """The Task objects `evaluate` is scoring (CLI include paths and overrides applied)."""
     found = _frame_locals("evaluate")
     tasks = found.get("eval_tasks") if found else None
-    if isinstance(tasks, dict):
+    if isinstance(tasks, dict):  # 0.4.13+: {name: Task}
         return tasks
+    if isinstance(tasks, list):  # before: [TaskOutput], a group's own entry has no task
+        return {out.task_name: out.task for out in tasks if getattr(out, "task", None) is not None}
     # after `evaluate` returned (get_model_info is called from simple_evaluate)
     found = _frame_locals("simple_evaluate")
     loaded = found.get("loaded") if found else None
-    if isinstance(loaded, dict) and isinstance(loaded.get("tasks"), dict):
+    if isinstance(loaded, dict) and isinstance(loaded.get("tasks"), dict):  # 0.4.13+
         return loaded["tasks"]
+    task_dict = found.get("task_dict") if found else None
+    if isinstance(task_dict, dict):  # before: nested by group
+        return _flat_tasks(task_dict)
     return None
 
 
