@@ -1,7 +1,7 @@
 """Disk cache of what a strategy learned per task, so an interrupted or repeated run resumes.
 
-Keyed by everything the learned weights depend on: the library content hash, the strategy and its
-arguments, the embedder, the base model, the task name and its adaptation examples. Writes are
+Keyed by everything the learned weights depend on: the library content hash (which covers the
+adapters' order: a fit stores library positions), the strategy and its arguments, the embedder, the base model, the task name and its adaptation examples. Writes are
 atomic; an unreadable entry is recomputed with a warning.
 """
 
@@ -45,6 +45,10 @@ class FitCache:
             entry = json.loads(path.read_text())
             if entry.get("task") != task.name:
                 raise ValueError("entry does not belong to this task")
+            # the entry's positions mean the adapters of ITS library order: never apply them to
+            # another configuration, even if two keys ever collided
+            if entry.get("context") != json.loads(json.dumps(self.context, default=str)):
+                raise ValueError("entry was learned for another configuration")
             fit = TaskFit.from_json(entry["state"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("ilora-eval: cache entry %s is unreadable (%s); recomputing it", path, err)
@@ -55,4 +59,4 @@ class FitCache:
 
     def put(self, task, fit: TaskFit) -> None:
         path = self.dir / f"{self.key(task)}.json"
-        write_atomic(path, json.dumps({"task": task.name, "context": self.context, "state": fit.to_json()}))
+        write_atomic(path, json.dumps({"task": task.name, "context": self.context, "state": fit.to_json()}, default=str))

@@ -91,12 +91,16 @@ class LoraLibrary:
     digests: dict[str, str]  # adapter id -> sha256 of its config, weights and texts
     index_dir: Path
     texts: dict[str, list[str]] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)  # ids exclude= removed, for the record
 
     @property
     def content_hash(self) -> str:
+        """Covers the adapters' ORDER as well as their content: a fit stores library positions
+        and LoraHub draws its modules over the listed order, so a reordered manifest is another
+        library (another fit-cache key, output folder and --use_cache stamp)."""
         h = hashlib.sha256()
-        for name in sorted(self.digests):
-            h.update(f"{name}={self.digests[name]};".encode())
+        for entry in self.entries:
+            h.update(f"{entry.name}={self.digests[entry.name]};".encode())
         return h.hexdigest()[:16]
 
     @property
@@ -115,8 +119,8 @@ class LoraLibrary:
         when the composition layer first needs it (`ilora_eval.library_store`)."""
         from ilora_eval.library_store import HostWeights, LazyTexts, scan_library, with_sampled_texts
 
-        entries, index_dir = discover(spec)
-        entries = apply_exclude(entries, exclude)
+        listed, index_dir = discover(spec)
+        entries = apply_exclude(listed, exclude)
         if not entries:
             raise IloraError(f"library {spec} holds no adapters after exclude={exclude!r}; loosen the exclude pattern")
         entries = with_sampled_texts(entries, index_dir)
@@ -145,7 +149,9 @@ class LoraLibrary:
             modules[module] = StackedModule(host=host, module=module, shape_A=tuple(first[a_key][1]),
                                             shape_B=tuple(first[b_key][1]))
         digests = {e.name: s.digest for e, s in zip(entries, scans)}
-        return cls(entries, spec_, modules, digests, index_dir, LazyTexts(entries))
+        kept = {e.name for e in entries}
+        return cls(entries, spec_, modules, digests, index_dir, LazyTexts(entries),
+                   excluded=[e.name for e in listed if e.name not in kept])
 
 
 def discover(spec: str | os.PathLike) -> tuple[list[AdapterEntry], Path]:
@@ -189,7 +195,25 @@ def read_manifest(path: Path) -> list[AdapterEntry]:
         entries.append(AdapterEntry(name, local, texts_path))
     if not entries:
         raise IloraError(f"library manifest {path} lists no adapters")
+    _check_unique(path, entries)
     return entries
+
+
+def _check_unique(path: Path, entries: list[AdapterEntry]) -> None:
+    """One adapter listed twice would weigh double under uniform and share one id in every
+    record; refuse it rather than guess which listing was meant."""
+    seen_names: dict[str, int] = {}
+    seen_paths: dict[Path, str] = {}
+    for i, e in enumerate(entries, 1):
+        if e.name in seen_names:
+            raise IloraError(f"library manifest {path} lists adapter id {e.name!r} twice (entries {seen_names[e.name]} "
+                             f"and {i}); list each adapter once, with distinct ids")
+        seen_names[e.name] = i
+        where = e.path.resolve()
+        if where in seen_paths:
+            raise IloraError(f"library manifest {path} lists the adapter at {e.path} twice (as {seen_paths[where]!r} "
+                             f"and {e.name!r}); list each adapter once")
+        seen_paths[where] = e.name
 
 
 def resolve_adapter(ref: str, base: Path) -> Path:
@@ -211,18 +235,44 @@ def _texts(p: Path) -> Path | None:
 
 
 def apply_exclude(entries: list[AdapterEntry], exclude: str | None) -> list[AdapterEntry]:
-    """`exclude` is a `|`-separated list of adapter ids or one regular expression (full match)."""
+    """`exclude` is a `|`-separated list of adapter ids or one regular expression (full match).
+    Every id, and every `|` alternative of a regex, must match an adapter: a typo would otherwise
+    leave the held-out adapter in the library without a word."""
     if not exclude:
         return entries
-    names = {e.name for e in entries}
+    names = [e.name for e in entries]
     parts = [p for p in exclude.split("|") if p]
-    if all(p in names for p in parts):
+    if parts and all(p in names for p in parts):
         return [e for e in entries if e.name not in parts]
     try:
         pattern = re.compile(exclude)
     except re.error as err:
         raise IloraError(f"exclude={exclude!r} is neither adapter ids nor a valid regex ({err}); fix the pattern") from None
-    return [e for e in entries if not pattern.fullmatch(e.name)]
+    kept = [e for e in entries if not pattern.fullmatch(e.name)]
+    unmatched = [p for p in parts if not _matches_any(p, names)]
+    if len(kept) == len(entries) or unmatched:
+        _refuse_unmatched(exclude, unmatched or [exclude], names)
+    return kept
+
+
+def _matches_any(part: str, names: list[str]) -> bool:
+    """Whether one `|` alternative matches an adapter id; an alternative that is no regex on its
+    own (a group spanning `|`, as in `(a|b)_x`) is judged only with the whole pattern."""
+    try:
+        alt = re.compile(part)
+    except re.error:
+        return True
+    return any(alt.fullmatch(n) for n in names)
+
+
+def _refuse_unmatched(exclude: str, unmatched: list[str], names: list[str]) -> None:
+    import difflib
+
+    hints = sorted({c for u in unmatched for c in difflib.get_close_matches(u, names, n=2, cutoff=0.6)})
+    hint = f"did you mean {' or '.join(map(repr, hints))}? " if hints else ""
+    shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+    raise IloraError(f"exclude={exclude!r}: {', '.join(map(repr, unmatched))} matches no adapter id of the library; "
+                     f"{hint}ids are full matches of the adapters' folder names or manifest ids: {shown}")
 
 
 def read_config(entry: AdapterEntry) -> tuple[dict, bytes]:

@@ -27,8 +27,9 @@ from ilora_eval.strategies import StrategyEnv, strategy_class
 from ilora_eval.util import is_false
 
 # bumped whenever what a cached fit depends on changes meaning (2: LoraHub's exact objective; 3: the
-# decoder-only objective ends the answer with the task's stop sequence)
-FIT_CACHE_VERSION = 3
+# decoder-only objective ends the answer with the task's stop sequence; 4: the library hash covers
+# the adapters' order, entries record the adapter ids their positions mean)
+FIT_CACHE_VERSION = 4
 
 
 class Router:
@@ -202,6 +203,7 @@ class Router:
             },
             "ilora_library": self.library_spec,
             "ilora_exclude": self.exclude,
+            "ilora_excluded": list(self.library.excluded) if self.library is not None else [],
             "ilora_run_name": run_name,
             "ilora_routing_log": self.records.log_path,
         }
