@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .comparison import CORRECTION_NAMES, Comparison
+from .model import CORRECTION_NAMES, Comparison
 
 MAX_ADAPTERS = 30  # columns of a usage heatmap; the rest is summed into "other"
 
@@ -47,7 +47,7 @@ def intervals_png(c: Comparison, path: Path) -> None:
             ax.plot([gi.mean], [y], "o", color="black" if gi.group == c.baseline else "tab:blue", ms=6)
     ax.set_yticks(ys)
     ax.set_yticklabels([gi.group + ("  (baseline)" if gi.group == c.baseline else "") for gi in rows], fontsize=8)
-    overall = next((m for m in c.means if m.group == "all" and m.kind == "mean_unweighted"), None)
+    overall = c.overall
     n_tasks = len(overall.tasks) if overall else 0
     ax.set_xlabel(f"mean {_metric_name(c)} over {n_tasks} tasks")
     ax.set_title(f"group mean, {s.confidence:.0%} bootstrap interval, x = one seed", fontsize=9)
@@ -61,7 +61,8 @@ def intervals_png(c: Comparison, path: Path) -> None:
             if p is None or p.interval is None:
                 continue
             iv = p.interval
-            color = "tab:green" if iv.low > 0 else "tab:red" if iv.high < 0 else "0.3"
+            # a one-seed learned group is never shown as a clear difference: its seed variance is unknown
+            color = "0.3" if not p.interval_significant else "tab:green" if iv.low > 0 else "tab:red"
             ax2.plot([iv.low, iv.high], [y, y], color=color, lw=2.5, solid_capstyle="butt")
             ax2.plot([iv.estimate], [y], "o", color=color, ms=6)
         ax2.set_xlabel(f"difference from {c.baseline}")
@@ -82,6 +83,9 @@ def winloss_png(c: Comparison, path: Path) -> None:
     for i, p in enumerate(pairs):
         for r in p.rows:
             j = tasks.index(r.task)
+            if r.diff is None:
+                marks[i][j] = "n/a"
+                continue
             sign = -1.0 if (r.result == "win") != (r.diff > 0) and r.result != "tie" else 1.0
             adv[i, j] = sign * r.diff
             marks[i][j] = {"win": "W", "loss": "L", "tie": "="}[r.result] + ("*" if r.significant else "")

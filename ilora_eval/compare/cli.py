@@ -4,13 +4,17 @@ Reads lm-eval results JSONs (from `ilora` runs and stock `hf` runs alike) and wr
 (default `results/compare`), report.md with its pictures and the CSV behind each:
 
 * groups: runs that differ only by seed (`seed=` / `ilora_args.seed` of an ilora run, lm-eval's
-  `--seed` of a stock one, the task pack's `adapt_seed`) form one group, reported as mean ± sd
-  over seeds per task and for every mean over tasks (table.md, table.csv; each run: runs.csv);
-* against `--baseline` (a group or run label, or a unique part of one; default: every pair of
-  groups): wins/ties/losses per task by seed means, per-task paired tests over documents matched
-  by doc_id in the `--log_samples` files, with Holm and Benjamini-Hochberg adjusted p-values
-  (wins.md, wins.csv, winloss.png/csv), and a stratified paired bootstrap interval of the
-  difference of group means (intervals.png/csv);
+  `--seed` of a stock one, the task pack's `adapt_seed`) form one group; n-shot, chat template,
+  system instruction, --gen_kwargs, --limit and every model argument must be equal. Reported as
+  mean ± sd over seeds per task and for every mean over tasks of one metric kind (table.md,
+  table.csv; each run: runs.csv); the report names the settings that separate the groups;
+* against `--baseline` (a group or run label, a unique part of one, or a results path given as
+  input; default: every pair of groups): "wins on k of n tasks" by seed means on the documents
+  both groups scored, per-task tests (over seeds with >= 3 seeds per group, else over documents
+  matched by doc_id in the `--log_samples` files) with Holm and Benjamini-Hochberg adjusted
+  p-values (wins.md, wins.csv, winloss.png/csv), and two-level bootstrap intervals (seeds, then
+  documents) of group means and differences (intervals.png/csv). A learned strategy run with one
+  seed is marked "1 seed: seed variance not measured" and never called significant;
 * from the ilora runs' routing logs, the adapters each task's documents used (adapter_usage*).
 
 Run labels name their configuration (see ilora_eval/compare/labels.py); `--label` overrides them
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import argparse
 
-from .comparison import (
+from .comparison import compare
+from .model import (
     CORRECTION_NAMES,
     DEFAULT_ALPHA,
     DEFAULT_CONFIDENCE,
@@ -30,7 +35,6 @@ from .comparison import (
     DEFAULT_OUT,
     DEFAULT_RESAMPLES,
     Settings,
-    compare,
 )
 from .labels import GROUP_BY
 from .report import summary_markdown, table_markdown
@@ -45,15 +49,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("results", nargs="+", metavar="RESULTS",
                    help="results JSON files, or directories searched recursively for results_*.json")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output directory (default: {DEFAULT_OUT})")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output directory (default: {DEFAULT_OUT}); an existing non-empty one needs --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the report in an existing --out folder (its earlier report files are removed)")
     p.add_argument("--label", action="append", default=[], metavar="NAME",
                    help="override run labels, in input order (repeatable); runs whose labels are equal without "
                         "`seed=N` form a group")
     p.add_argument("--group-by", choices=GROUP_BY, default="label",
                    help="label: runs that differ only by seed (default); strategy: all runs of a strategy")
     p.add_argument("--baseline", default=None, metavar="RUN|GROUP",
-                   help="compare every other group against this one (a label or a unique part of one; a run "
-                        "stands for its group) instead of all pairs")
+                   help="compare every other group against this one (a label or a unique part of one, or the path "
+                        "of a results file or folder given as input; a run stands for its group) instead of all pairs")
     p.add_argument("--metric", default=None,
                    help=f"metric to compare (default: per task the first of {', '.join(DEFAULT_METRICS)} present)")
     p.add_argument("--filter", default=None,
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                         permutations=args.permutations, bootstrap=args.bootstrap, seed=args.seed,
                         group_by=args.group_by)
     c = compare(args.results, out_dir=args.out, labels=args.label, metric=args.metric, filter=args.filter,
-                baseline=args.baseline, settings=settings, chart=not args.no_chart)
+                baseline=args.baseline, settings=settings, chart=not args.no_chart, overwrite=args.overwrite)
     print(summary_markdown(c))
     print(table_markdown(c))
     for pair in c.pairs:

@@ -1,152 +1,47 @@
-"""The comparison itself: metric choice, seed means, per-task tests against a baseline group,
-multiple-testing correction, bootstrap intervals and adapter usage; `compare()` runs it all and
-writes the report."""
+"""The comparison itself: metric choice, seed means, means per metric kind, per-task tests against
+a baseline group on the documents both scored, multiple-testing correction, two-level (seed, then
+document) bootstrap intervals and adapter usage; `compare()` runs it all and writes the report."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from ilora_eval.errors import IloraError
 
 from . import stats
-from .labels import Group, assign_labels, make_groups, resolve_baseline
-from .pairing import Units, group_units, match
+from .labels import Group, assign_labels, make_groups, resolve_baseline, separating_settings
+from .model import (
+    ACCURACY,
+    CORRECTION_NAMES,
+    DEFAULT_ALPHA,
+    DEFAULT_CONFIDENCE,
+    DEFAULT_FILTERS,
+    DEFAULT_METRICS,
+    DEFAULT_OUT,
+    DEFAULT_RESAMPLES,
+    MEAN_CHECK_TOL,
+    NO_ADAPTER,
+    PROGRESS_FROM,
+    TIE_TOL,
+    Cell,
+    Comparison,
+    GroupInterval,
+    MeanRow,
+    Pair,
+    PairRow,
+    Settings,
+    TaskChoice,
+    plural,
+)
+from .pairing import Matched, Units, group_stratum, group_units, match, pair_stratum, run_scores, seed_order
 from .results import NoRouting, NoSamples, Run, find_results_files, find_routing_log, load_run, read_routing_log
+from .seeds import ONE_SEED, over_seeds, seed_status
 
-DEFAULT_METRICS = ("exact_match", "acc_norm", "acc")
-# The task pack's generative tasks report both; strict-match is the paper's (LoraHub's) exact match.
-DEFAULT_FILTERS = ("strict-match", "none")
-DEFAULT_OUT = "results/compare"
-DEFAULT_ALPHA = 0.05
-DEFAULT_RESAMPLES = 10000
-DEFAULT_CONFIDENCE = 0.95
-# A difference whose size is at most this counts as a tie (guards against float noise only).
-TIE_TOL = 1e-12
-# Per-document mean vs. reported score: larger gaps get a note.
-MEAN_CHECK_TOL = 1e-6
-NO_ADAPTER = "(none)"
-PROGRESS_FROM = 50
-CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
-
-
-@dataclass
-class TaskChoice:
-    task: str
-    metric: str
-    filter: str
-
-
-@dataclass
-class Cell:
-    """One group's score: mean and sd over its runs (seeds), and each run's value."""
-
-    mean: float | None
-    sd: float | None
-    values: list[float]
-
-
-@dataclass
-class MeanRow:
-    group: str  # "all" or an lm-eval group name
-    kind: str  # "mean_unweighted" | "mean_weighted"
-    tasks: list[str]
-    cells: dict[str, Cell]  # group label -> cell
-    n_total: int | None
-
-
-@dataclass
-class PairRow:
-    task: str
-    metric: str
-    filter: str
-    mean_a: float
-    mean_b: float
-    diff: float
-    result: str  # win | tie | loss (for group A)
-    design: str  # paired | unpaired | n/a
-    n_docs: int | None
-    test: str
-    p_value: float | None
-    p_holm: float | None = None
-    p_bh: float | None = None
-    significant: bool = False
-    note: str = ""
-
-
-@dataclass
-class Pair:
-    a: str
-    b: str
-    rows: list[PairRow]
-    excluded: list[str]
-    wins: int = 0
-    ties: int = 0
-    losses: int = 0
-    sig_wins: int = 0
-    sig_losses: int = 0
-    no_p: int = 0
-    interval: stats.Interval | None = None
-    interval_design: str = ""
-    interval_note: str = ""
-    summary: str = ""
-
-
-@dataclass
-class GroupInterval:
-    group: str
-    mean: float | None
-    sd: float | None
-    seed_means: list[float]
-    interval: stats.Interval | None
-    note: str = ""
-
-
-@dataclass
-class Settings:
-    alpha: float = DEFAULT_ALPHA
-    correction: str = "holm"
-    confidence: float = DEFAULT_CONFIDENCE
-    permutations: int = DEFAULT_RESAMPLES
-    bootstrap: int = DEFAULT_RESAMPLES
-    seed: int = 0
-    group_by: str = "label"
-
-
-@dataclass
-class Comparison:
-    runs: list[Run]
-    groups: list[Group]
-    choices: list[TaskChoice]
-    cells: dict[tuple[str, str], Cell]  # (task, group label) -> cell
-    means: list[MeanRow]
-    pairs: list[Pair]
-    baseline: str | None
-    intervals: list[GroupInterval]
-    usage: list[dict]
-    notes: list[str]
-    settings: Settings
-    choice_line: str = ""
-    n_tests: int = 0
-    out_dir: Path | None = None
-    written: list[str] = field(default_factory=list)
-
-    @property
-    def labels(self) -> list[str]:
-        """Group labels, in order (a group of one run carries that run's label without its seed)."""
-        return [g.label for g in self.groups]
-
-    def group(self, label: str) -> Group:
-        return next(g for g in self.groups if g.label == label)
-
-
-def plural(n: int, word: str) -> str:
-    if n == 1:
-        return f"1 {word}"
-    return f"{n} {word}es" if word.endswith("s") else f"{n} {word}s"
+__all__ = ["CORRECTION_NAMES", "DEFAULT_ALPHA", "DEFAULT_CONFIDENCE", "DEFAULT_FILTERS", "DEFAULT_METRICS",
+           "DEFAULT_OUT", "DEFAULT_RESAMPLES", "NO_ADAPTER", "Cell", "Comparison", "MeanRow", "Settings",
+           "adapter_usage", "compare", "plural"]
 
 
 def _choose(task: str, runs: list[Run], metric_opt: str | None, filter_opt: str | None, notes: list[str],
@@ -208,31 +103,66 @@ def _cell(values: list[float | None]) -> Cell:
     return Cell(m, sd, list(values))
 
 
-def _mean_rows(name: str, tasks: list[str], groups: list[Group], by_task: dict[str, TaskChoice]) -> list[MeanRow]:
+def _run_means(run: Run, tasks: list[str], by_task: dict[str, TaskChoice]) -> tuple[float | None, float | None, int]:
+    """(unweighted, weighted by n, n) mean of one run over `tasks`."""
+    scores = [run.score(t, by_task[t].metric, by_task[t].filter) for t in tasks]
+    if not tasks or any(s is None for s in scores):
+        return None, None, 0
+    ns = [run.n_eff.get(t) for t in tasks]
+    if any(n is None for n in ns) or sum(ns) == 0:
+        return sum(scores) / len(scores), None, 0
+    return sum(scores) / len(scores), sum(s * n for s, n in zip(scores, ns)) / sum(ns), sum(ns)
+
+
+def _mean_rows(name: str, tasks: list[str], groups: list[Group], by_task: dict[str, TaskChoice],
+               kind: str) -> list[MeanRow]:
     unweighted: dict[str, Cell] = {}
     weighted: dict[str, Cell] = {}
     n_totals = []
     for g in groups:
-        per_run_u: list[float | None] = []
-        per_run_w: list[float | None] = []
-        for run in g.runs:
-            scores = [run.score(t, by_task[t].metric, by_task[t].filter) for t in tasks]
-            if not tasks or any(s is None for s in scores):
-                per_run_u.append(None)
-                per_run_w.append(None)
-                continue
-            per_run_u.append(sum(scores) / len(scores))
-            ns = [run.n_eff.get(t) for t in tasks]
-            if any(n is None for n in ns) or sum(ns) == 0:
-                per_run_w.append(None)
-            else:
-                per_run_w.append(sum(s * n for s, n in zip(scores, ns)) / sum(ns))
-                n_totals.append(sum(ns))
-        unweighted[g.label] = _cell(per_run_u)
-        weighted[g.label] = _cell(per_run_w)
+        per_run = [_run_means(run, tasks, by_task) for run in g.runs]
+        unweighted[g.label] = _cell([u for u, _, _ in per_run])
+        weighted[g.label] = _cell([w for _, w, _ in per_run])
+        n_totals += [n for _, w, n in per_run if w is not None]
     n_total = n_totals[0] if n_totals and len(set(n_totals)) == 1 else None
-    return [MeanRow(name, "mean_unweighted", tasks, unweighted, n_total),
-            MeanRow(name, "mean_weighted", tasks, weighted, n_total)]
+    return [MeanRow(name, "mean_unweighted", tasks, unweighted, n_total, kind),
+            MeanRow(name, "mean_weighted", tasks, weighted, n_total, kind)]
+
+
+def _kinds(tasks: list[str], by_task: dict[str, TaskChoice]) -> dict[str, list[str]]:
+    """metric kind -> its tasks; the main kind (accuracy if present, else the largest) first."""
+    kinds: dict[str, list[str]] = {}
+    for t in tasks:
+        kinds.setdefault(by_task[t].kind, []).append(t)
+    main = ACCURACY if ACCURACY in kinds else max(kinds, key=lambda k: len(kinds[k]), default=ACCURACY)
+    return {k: kinds[k] for k in sorted(kinds, key=lambda k: k != main)}
+
+
+def _all_means(runs: list[Run], groups: list[Group], common: list[str], by_task: dict[str, TaskChoice],
+               notes: list[str]) -> tuple[list[MeanRow], str]:
+    """Means over tasks, one set per metric kind (perplexity never averaged with accuracy)."""
+    kinds = _kinds(common, by_task)
+    main = next(iter(kinds), ACCURACY)
+    if len(kinds) > 1:
+        notes.append("means over tasks are taken per metric kind and never across kinds: " + "; ".join(
+            f"{k} ({plural(len(ts), 'task')}: {', '.join(ts)})" for k, ts in kinds.items())
+            + f"; the summary and intervals use {main}")
+    means = [row for k, ts in kinds.items() for row in _mean_rows("all", ts, groups, by_task, k)] or \
+        _mean_rows("all", [], groups, by_task, main)
+    subtasks: dict[str, list[str]] = {}
+    for run in runs:
+        for name, children in run.group_subtasks.items():
+            subtasks.setdefault(name, list(children))
+    for name in sorted(subtasks):
+        members = sorted({t for t in _leaves(name, subtasks) if t in by_task})
+        if not members or set(members) == set(by_task):
+            continue
+        for k, ts in _kinds([t for t in members if t in common], by_task).items():
+            means += _mean_rows(name, ts, groups, by_task, k)
+    if any(row.kind == "mean_weighted" and row.tasks and row.cells[g.label].mean is None
+           for row in means for g in groups):
+        notes.append("weighted mean n/a where a run lacks n-samples counts for a task")
+    return means, main
 
 
 class _UnitCache:
@@ -270,109 +200,189 @@ class _UnitCache:
                 )
 
 
-def _compare_pair(a: Group, b: Group, choices: list[TaskChoice], cells, units: _UnitCache, s: Settings,
-                  bar) -> Pair:
-    pair = Pair(a.label, b.label, rows=[], excluded=[])
-    for ch in choices:
-        bar.update(1)
-        ca, cb = cells[(ch.task, a.label)], cells[(ch.task, b.label)]
-        if ca.mean is None or cb.mean is None:
-            pair.excluded.append(ch.task)
-            continue
+def _higher_is_better(runs: list[Run], ch: TaskChoice) -> bool:
+    return next((r.higher[ch.task][ch.metric] for r in runs
+                 if ch.metric in r.higher.get(ch.task, {})), True)
+
+
+def _outcome(diff: float, higher: bool) -> str:
+    if abs(diff) <= TIE_TOL:
+        return "tie"
+    return "win" if (diff > 0) == higher else "loss"
+
+
+def _same_documents(a: Group, b: Group, task: str) -> str:
+    """Without samples: '' when the runs look like they scored the same documents, else why not."""
+    runs = a.runs + b.runs
+    ns = {r.n_eff.get(task) for r in runs}
+    limits = {str(r.config.get("limit")) for r in runs}
+    if len(ns) > 1 or len(limits) > 1:
+        what = f"n {' vs '.join(str(n) for n in sorted(ns, key=str))}" if len(ns) > 1 else \
+            f"--limit {' vs '.join(sorted(limits))}"
+        return f"not compared: different documents ({what}) and no --log_samples to pair them"
+    return ""
+
+
+def _doc_test(m: Matched, s: Settings) -> tuple[str, float]:
+    if m.design == "paired":
+        return stats.paired_test(m.a, m.b, s.permutations, s.seed)
+    return stats.unpaired_test(m.a, m.b, s.permutations, s.seed)
+
+
+def _seed_level_test(ua: Units, ub: Units, m: Matched, s: Settings) -> tuple[str, float]:
+    """Per-task test over seeds: each run's score on the compared documents."""
+    keys = m.keys if m.design == "paired" else None
+    sa, sb = run_scores(ua, keys), run_scores(ub, keys)
+    order = seed_order(ua, ub)
+    if order is not None:
+        return stats.seed_test(sa, [sb[i] for i in order], True, s.permutations, s.seed)
+    # a deterministic group (one run): its one score against each seed of the other
+    if len(sa) == 1:
+        return stats.seed_test(sa * len(sb), sb, True, s.permutations, s.seed)
+    if len(sb) == 1:
+        return stats.seed_test(sa, sb * len(sa), True, s.permutations, s.seed)
+    return stats.seed_test(sa, sb, False, s.permutations, s.seed)
+
+
+def _row(a: Group, b: Group, ch: TaskChoice, cells, units: _UnitCache, s: Settings, status: dict[str, str],
+         higher: bool) -> PairRow:
+    ca, cb = cells[(ch.task, a.label)], cells[(ch.task, b.label)]
+    try:
+        ua, ub = units.get(a, ch), units.get(b, ch)
+    except NoSamples as err:
+        why = _same_documents(a, b, ch.task)
+        if why:
+            return PairRow(ch.task, ch.metric, ch.filter, ca.mean, cb.mean, None, "n/a", "n/a", None, "n/a", None,
+                           note=why)
         diff = ca.mean - cb.mean
-        higher = next((r.higher[ch.task][ch.metric] for r in a.runs + b.runs
-                       if ch.metric in r.higher.get(ch.task, {})), True)
-        result = "tie" if abs(diff) <= TIE_TOL else "win" if (diff > 0) == higher else "loss"
-        row = PairRow(ch.task, ch.metric, ch.filter, ca.mean, cb.mean, diff, result, "n/a", None, "n/a", None)
-        try:
-            m = match(units.get(a, ch), units.get(b, ch))
-        except NoSamples as err:
-            row.note = str(err)
-        else:
-            row.design, row.note = m.design, m.note
-            row.n_docs = len(m.a) if m.design == "paired" else len(m.a) + len(m.b)
-            if m.design == "paired":
-                row.test, row.p_value = stats.paired_test(m.a, m.b, s.permutations, s.seed)
-            else:
-                row.test, row.p_value = stats.unpaired_test(m.a, m.b, s.permutations, s.seed)
+        return PairRow(ch.task, ch.metric, ch.filter, ca.mean, cb.mean, diff, _outcome(diff, higher), "n/a", None,
+                       "n/a", None, note=f"no per-document values: {err}")
+    m = match(ua, ub)
+    if m.design == "none":
+        return PairRow(ch.task, ch.metric, ch.filter, ca.mean, cb.mean, None, "n/a", "none", 0, "n/a", None,
+                       note=m.note)
+    mean_a, mean_b = (float(m.a.mean()), float(m.b.mean())) if m.design == "paired" else (ca.mean, cb.mean)
+    if over_seeds(status[a.label], status[b.label], len(a.runs), len(b.runs)):
+        test, p = _seed_level_test(ua, ub, m, s)
+    else:
+        test, p = _doc_test(m, s)
+    n = len(m.a) if m.design == "paired" else len(m.a) + len(m.b)
+    return PairRow(ch.task, ch.metric, ch.filter, mean_a, mean_b, mean_a - mean_b, _outcome(mean_a - mean_b, higher),
+                   m.design, n, test, p, note=m.note)
+
+
+def _seed_gate(a: Group, b: Group, status: dict[str, str]) -> str:
+    one = [g.label for g in (a, b) if status[g.label] == ONE_SEED]
+    return f"{ONE_SEED} ({', '.join(one)}): never significant" if one else ""
+
+
+def _compare_pair(a: Group, b: Group, choices: list[TaskChoice], cells, units: _UnitCache, s: Settings,
+                  status: dict[str, str], runs: list[Run], bar) -> Pair:
+    pair = Pair(a.label, b.label, [], [], seed_note=_seed_gate(a, b, status))
+    for ch in choices:
+        if cells[(ch.task, a.label)].mean is None or cells[(ch.task, b.label)].mean is None:
+            pair.excluded.append(ch.task)
+            bar.update(1)
+            continue
+        row = _row(a, b, ch, cells, units, s, status, _higher_is_better(runs, ch))
+        row.gated = bool(pair.seed_note)
         pair.rows.append(row)
+        bar.update(1)
+        if row.result == "n/a":
+            pair.not_compared.append(ch.task)
+            continue
+        pair.wins += row.result == "win"
+        pair.ties += row.result == "tie"
+        pair.losses += row.result == "loss"
+        pair.no_p += row.p_value is None
     return pair
 
 
 def _correct(pairs: list[Pair], s: Settings) -> int:
-    """Holm and BH over every per-task test of the report (one family); returns the family size."""
-    rows = [r for p in pairs for r in p.rows if r.p_value is not None]
-    ps = [r.p_value for r in rows]
-    for r, ph, pb in zip(rows, stats.holm(ps), stats.benjamini_hochberg(ps)):
-        r.p_holm, r.p_bh = ph, pb
-    for pair in pairs:
-        for r in pair.rows:
-            adjusted = r.p_holm if s.correction == "holm" else r.p_bh
-            r.significant = adjusted is not None and adjusted < s.alpha and r.result != "tie"
-            if r.result == "win":
-                pair.wins += 1
-                pair.sig_wins += r.significant
-            elif r.result == "loss":
-                pair.losses += 1
-                pair.sig_losses += r.significant
-            else:
-                pair.ties += 1
-            pair.no_p += r.p_value is None
-    return len(rows)
+    """Adjusts every p-value of the report as one family; returns the number of tests."""
+    tested = [r for p in pairs for r in p.rows if r.p_value is not None]
+    for name, fn in (("holm", stats.holm), ("bh", stats.benjamini_hochberg)):
+        for r, adj in zip(tested, fn([r.p_value for r in tested])):
+            setattr(r, f"p_{name}", adj)
+    for r in tested:
+        adjusted = r.p_holm if s.correction == "holm" else r.p_bh
+        r.significant = adjusted < s.alpha and r.result in ("win", "loss") and not r.gated
+    for p in pairs:
+        p.sig_wins = sum(r.significant and r.result == "win" for r in p.rows)
+        p.sig_losses = sum(r.significant and r.result == "loss" for r in p.rows)
+    return len(tested)
 
 
 def _pair_interval(pair: Pair, a: Group, b: Group, common: list[TaskChoice], units: _UnitCache, s: Settings) -> None:
-    strata, designs = [], set()
+    """Two-level bootstrap of the difference of the group means over the main kind's common tasks
+    that this pair can compare (documents both scored, or random draws of one pool)."""
+    rows = {r.task: r for r in pair.rows}
+    usable = [ch for ch in common if ch.task in rows and rows[ch.task].result != "n/a"]
+    skipped = [ch.task for ch in common if ch not in usable]
     try:
-        for ch in common:
-            m = match(units.get(a, ch), units.get(b, ch))
-            designs.add(m.design)
-            strata.append((m.a - m.b,) if m.design == "paired" else (m.a, m.b))
+        matched = [(units.get(a, ch), units.get(b, ch)) for ch in usable]
+        strata = [pair_stratum(ua, ub, match(ua, ub)) for ua, ub in matched]
     except NoSamples as err:
         pair.interval_note = f"interval n/a: {err}"
         return
     if not strata:
-        pair.interval_note = "interval n/a: no task common to every group"
+        pair.interval_note = "interval n/a: no task both groups can be compared on"
         return
-    pair.interval = stats.stratified_bootstrap(strata, s.bootstrap, s.seed, s.confidence)
-    pair.interval_design = "paired" if designs == {"paired"} else "unpaired" if designs == {"unpaired"} else \
-        f"paired for {sum(len(x) == 1 for x in strata)} tasks, unpaired for {sum(len(x) == 2 for x in strata)}"
+    pair.interval = stats.two_level_bootstrap(strata, s.bootstrap, s.seed, s.confidence)
+    pair.interval_tasks = len(strata)
+    designs = {match(ua, ub).design for ua, ub in matched}
+    docs = "paired documents" if designs == {"paired"} else "unpaired documents" if designs == {"unpaired"} \
+        else "documents paired where shared"
+    seeds = "seeds paired" if strata[0].paired_seeds else "seeds drawn per group"
+    pair.interval_design = f"two-level bootstrap: {seeds}, {docs}"
+    if skipped:
+        pair.interval_note = f"interval leaves out {plural(len(skipped), 'task')} not compared: {', '.join(skipped)}"
 
 
 def _summary(pair: Pair, s: Settings, n_tests: int) -> str:
-    text = (f"{pair.a} vs {pair.b}: {plural(pair.wins, 'win')}, {plural(pair.ties, 'tie')}, "
-            f"{plural(pair.losses, 'loss')} ({plural(pair.sig_wins, 'win')} and {plural(pair.sig_losses, 'loss')} "
-            f"significant at {s.alpha:g}, {CORRECTION_NAMES[s.correction]} over {plural(n_tests, 'test')})")
+    compared = pair.wins + pair.ties + pair.losses
+    text = (f"{pair.a} vs {pair.b}: wins on {pair.wins} of {plural(compared, 'task')} "
+            f"({plural(pair.wins, 'win')}, {plural(pair.ties, 'tie')}, {plural(pair.losses, 'loss')} by seed means; "
+            f"{plural(pair.sig_wins, 'win')} and {plural(pair.sig_losses, 'loss')} significant at {s.alpha:g}, "
+            f"{CORRECTION_NAMES[s.correction]} over {plural(n_tests, 'test')})")
     if pair.interval is not None:
         iv = pair.interval
         text += (f"; mean difference {iv.estimate:+.4f}, {s.confidence:.0%} CI [{iv.low:+.4f}, {iv.high:+.4f}] "
-                 f"({pair.interval_design} bootstrap)")
+                 f"({pair.interval_design})")
     extras = []
+    if pair.seed_note:
+        extras.append(pair.seed_note)
     if pair.no_p:
         extras.append(f"p-value n/a for {plural(pair.no_p, 'task')} (no per-document samples)")
+    if pair.not_compared:
+        extras.append(f"{plural(len(pair.not_compared), 'task')} not compared (no shared documents): "
+                      f"{', '.join(pair.not_compared)}")
     if pair.excluded:
         extras.append(f"{plural(len(pair.excluded), 'task')} not in both groups excluded: {', '.join(pair.excluded)}")
     return text + ("; " + "; ".join(extras) if extras else "")
 
 
 def _group_interval(g: Group, mean_row: MeanRow | None, common: list[TaskChoice], units: _UnitCache,
-                    s: Settings) -> GroupInterval:
+                    s: Settings, status: str) -> GroupInterval:
     cell = mean_row.cells[g.label] if mean_row else Cell(None, None, [])
     out = GroupInterval(g.label, cell.mean, cell.sd, cell.values, None)
     if not common:
         out.note = "no task common to every group"
         return out
     try:
-        strata = [(_values(units.get(g, ch)),) for ch in common]
+        strata = [group_stratum(units.get(g, ch)) for ch in common]
     except NoSamples as err:
         out.note = f"interval n/a: {err}"
         return out
-    out.interval = stats.stratified_bootstrap(strata, s.bootstrap, s.seed, s.confidence)
+    out.interval = stats.two_level_bootstrap(strata, s.bootstrap, s.seed, s.confidence)
+    if status == ONE_SEED:
+        out.note = f"{ONE_SEED}: the interval covers documents only"
     return out
 
 
-def _values(u: Units) -> np.ndarray:
-    return np.fromiter(u.values.values(), float, len(u.values))
+def _usage_shares(weights: list[float], adapters: list[str]) -> dict[str, float]:
+    total = sum(abs(w) for w in weights)
+    return {a: abs(w) / total for a, w in zip(adapters, weights)} if total > 0 else {NO_ADAPTER: 1.0}
 
 
 def adapter_usage(groups: list[Group], notes: list[str]) -> list[dict]:
@@ -383,9 +393,7 @@ def adapter_usage(groups: list[Group], notes: list[str]) -> list[dict]:
     docs: dict[tuple[str, str, str], int] = {}
     ilora_runs, found = 0, 0
     for g in groups:
-        for run in g.runs:
-            if not run.is_ilora:
-                continue
+        for run in (r for r in g.runs if r.is_ilora):
             ilora_runs += 1
             try:
                 path = find_routing_log(run)
@@ -399,10 +407,7 @@ def adapter_usage(groups: list[Group], notes: list[str]) -> list[dict]:
             for rec in records:
                 key = (g.label, run.label, rec["task"])
                 docs[key] = docs.get(key, 0) + 1
-                total = sum(abs(w) for w in rec["weights"])
-                shares = ({a: abs(w) / total for a, w in zip(rec["adapters"], rec["weights"])} if total > 0
-                          else {NO_ADAPTER: 1.0})
-                for adapter, share in shares.items():
+                for adapter, share in _usage_shares(rec["weights"], rec["adapters"]).items():
                     rows[(*key, adapter)] = rows.get((*key, adapter), 0.0) + share
     if ilora_runs and found < ilora_runs:
         notes.append(f"routing logs found for {found} of {plural(ilora_runs, 'ilora run')} (beside each results file "
@@ -411,12 +416,7 @@ def adapter_usage(groups: list[Group], notes: list[str]) -> list[dict]:
             for k, v in rows.items()]
 
 
-def compare(paths: list[str], out_dir: str | Path | None = DEFAULT_OUT, labels: list[str] | None = None,
-            metric: str | None = None, filter: str | None = None,
-            baseline: str | None = None, settings: Settings | None = None, chart: bool = True,
-            title: str | None = None, epilogue: str = "") -> Comparison:
-    """Compare lm-eval results; writes the report into `out_dir` unless it is None."""
-    s = settings or Settings()
+def _check_settings(paths: list[str], s: Settings) -> None:
     if not paths:
         raise IloraError("no results given; pass lm-eval results JSON files or directories")
     if not 0 < s.alpha < 1:
@@ -427,12 +427,9 @@ def compare(paths: list[str], out_dir: str | Path | None = DEFAULT_OUT, labels: 
         raise IloraError("--permutations and --bootstrap must be at least 1")
     if s.correction not in CORRECTION_NAMES:
         raise IloraError(f"--correction {s.correction!r} is unknown; use one of: {', '.join(CORRECTION_NAMES)}")
-    runs = [load_run(p) for p in find_results_files(paths)]
-    notes = assign_labels(runs, labels, s.group_by)
-    groups = make_groups(runs, s.group_by)
-    for run in runs:
-        if not run.metrics:
-            notes.append(f"{run.label} ({run.path}): no task scores in this results file")
+
+
+def _choices(runs: list[Run], metric: str | None, filter: str | None, notes: list[str]) -> tuple[list[TaskChoice], str]:
     tasks = sorted({t for r in runs for t in r.metrics})
     if not tasks:
         raise IloraError("none of the results files holds any task scores; pass results from finished lm_eval runs")
@@ -440,11 +437,29 @@ def compare(paths: list[str], out_dir: str | Path | None = DEFAULT_OUT, labels: 
     choices = [c for c in (_choose(t, runs, metric, filter, notes, filter_missing) for t in tasks) if c is not None]
     if not choices:
         raise IloraError(f"no task reports the metric '{metric}'; drop --metric or pick one the results contain")
-    by_task = {c.task: c for c in choices}
-    base_group, base_note = resolve_baseline(baseline, groups) if baseline is not None else (None, None)
-    if base_note:
-        notes.append(base_note)
+    return choices, _choice_line(choices, filter, filter_missing)
 
+
+def _pairs_of(groups: list[Group], base_group: Group | None, notes: list[str]) -> list[tuple[Group, Group]]:
+    if len(groups) < 2:
+        notes.append("only one group of runs: nothing to compare")
+        return []
+    if base_group is not None:
+        return [(g, base_group) for g in groups if g is not base_group]
+    return [(groups[i], groups[j]) for i in range(len(groups)) for j in range(i + 1, len(groups))]
+
+
+def _load(paths: list[str], labels: list[str] | None, s: Settings) -> tuple[list[Run], list[Group], list[str]]:
+    runs = [load_run(p) for p in find_results_files(paths)]
+    notes = assign_labels(runs, labels, s.group_by)
+    groups = make_groups(runs, s.group_by)
+    for run in runs:
+        if not run.metrics:
+            notes.append(f"{run.label} ({run.path}): no task scores in this results file")
+    return runs, groups, notes
+
+
+def _cells(runs: list[Run], groups: list[Group], choices: list[TaskChoice], notes: list[str]) -> dict:
     cells = {(ch.task, g.label): _cell([r.score(ch.task, ch.metric, ch.filter) for r in g.runs])
              for ch in choices for g in groups}
     for ch in choices:
@@ -452,47 +467,55 @@ def compare(paths: list[str], out_dir: str | Path | None = DEFAULT_OUT, labels: 
         if missing:
             notes.append(f"{ch.task}: no {ch.metric} ({ch.filter}) in {', '.join(missing)}; blank cell for its group, "
                          "excluded from the means and from the comparisons with it")
-    common_tasks = [c.task for c in choices if all(cells[(c.task, g.label)].mean is not None for g in groups)]
-    means = _mean_rows("all", common_tasks, groups, by_task)
-    subtasks: dict[str, list[str]] = {}
-    for run in runs:
-        for name, children in run.group_subtasks.items():
-            subtasks.setdefault(name, list(children))
-    for name in sorted(subtasks):
-        members = sorted({t for t in _leaves(name, subtasks) if t in by_task})
-        if not members or set(members) == set(by_task):
-            continue
-        means += _mean_rows(name, [t for t in members if t in common_tasks], groups, by_task)
-    if any(row.kind == "mean_weighted" and row.tasks and row.cells[g.label].mean is None
-           for row in means for g in groups):
-        notes.append("weighted mean n/a where a run lacks n-samples counts for a task")
+    return cells
 
-    if len(groups) < 2:
-        pairs_of: list[tuple[Group, Group]] = []
-        notes.append("only one group of runs: nothing to compare")
-    elif base_group is not None:
-        pairs_of = [(g, base_group) for g in groups if g is not base_group]
-    else:
-        pairs_of = [(groups[i], groups[j]) for i in range(len(groups)) for j in range(i + 1, len(groups))]
-    units = _UnitCache(notes)
+
+def _compare_all(c: Comparison, pairs_of: list[tuple[Group, Group]], units: _UnitCache) -> None:
+    """The pairs' per-task rows, corrections, intervals and summaries, and the groups' intervals."""
+    s = c.settings
     # a seed-averaged task's permutation test takes ~0.15 s: show progress when there are many
-    n_compared = len(pairs_of) * len(choices)
+    n_compared = len(pairs_of) * len(c.choices)
     with tqdm(total=n_compared, desc="per-task tests", unit="task", leave=False,
               disable=None if n_compared >= PROGRESS_FROM else True) as bar:
-        pairs = [_compare_pair(a, b, choices, cells, units, s, bar) for a, b in pairs_of]
-    n_tests = _correct(pairs, s)
-    common = [by_task[t] for t in common_tasks]
-    for pair, (a, b) in zip(pairs, pairs_of):
+        c.pairs = [_compare_pair(a, b, c.choices, c.cells, units, s, c.seed_status, c.runs, bar) for a, b in pairs_of]
+    c.n_tests = _correct(c.pairs, s)
+    by_task = {ch.task: ch for ch in c.choices}
+    common = [by_task[t] for t in (c.overall.tasks if c.overall else [])]
+    for pair, (a, b) in zip(c.pairs, pairs_of):
         _pair_interval(pair, a, b, common, units, s)
-        pair.summary = _summary(pair, s, n_tests)
-    overall = next((m for m in means if m.group == "all" and m.kind == "mean_unweighted"), None)
-    intervals = [_group_interval(g, overall, common, units, s) for g in groups]
-    notes += [f"{gi.group}: {gi.note}" for gi in intervals if gi.note]
-    notes += [f"{p.a} vs {p.b}: {p.interval_note}" for p in pairs if p.interval_note]
-    usage = adapter_usage(groups, notes)
+        pair.summary = _summary(pair, s, c.n_tests)
+    c.intervals = [_group_interval(g, c.overall, common, units, s, c.seed_status[g.label]) for g in c.groups]
+    c.notes += [f"{gi.group}: {gi.note}" for gi in c.intervals if gi.note]
+    c.notes += [f"{p.a} vs {p.b}: {p.interval_note}" for p in c.pairs if p.interval_note]
 
-    result = Comparison(runs, groups, choices, cells, means, pairs, base_group.label if base_group else None,
-                        intervals, usage, notes, s, _choice_line(choices, filter, filter_missing), n_tests)
+
+def compare(paths: list[str], out_dir: str | Path | None = DEFAULT_OUT, labels: list[str] | None = None,
+            metric: str | None = None, filter: str | None = None,
+            baseline: str | None = None, settings: Settings | None = None, chart: bool = True,
+            title: str | None = None, epilogue: str = "", overwrite: bool = True) -> Comparison:
+    """Compare lm-eval results; writes the report into `out_dir` unless it is None. With
+    overwrite=False an existing non-empty `out_dir` is refused (the CLI's default)."""
+    s = settings or Settings()
+    _check_settings(paths, s)
+    if out_dir is not None and not overwrite:
+        from .report import check_out_dir
+
+        check_out_dir(Path(out_dir))
+    runs, groups, notes = _load(paths, labels, s)
+    choices, choice_line = _choices(runs, metric, filter, notes)
+    by_task = {c.task: c for c in choices}
+    base_group, base_note = resolve_baseline(baseline, groups) if baseline is not None else (None, None)
+    if base_note:
+        notes.append(base_note)
+    cells = _cells(runs, groups, choices, notes)
+    common_tasks = [c.task for c in choices if all(cells[(c.task, g.label)].mean is not None for g in groups)]
+    means, main_kind = _all_means(runs, groups, common_tasks, by_task, notes)
+    pairs_of = _pairs_of(groups, base_group, notes)
+    result = Comparison(runs, groups, choices, cells, means, [], base_group.label if base_group else None,
+                        [], [], notes, s, choice_line, separation=separating_settings(groups),
+                        seed_status={g.label: seed_status(g) for g in groups}, main_kind=main_kind)
+    _compare_all(result, pairs_of, _UnitCache(notes))
+    result.usage = adapter_usage(groups, notes)
     if out_dir is not None:
         from .report import write_report
 

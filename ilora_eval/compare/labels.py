@@ -13,9 +13,11 @@ Runs whose labels are equal once the seed is removed form one group (`--group-by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ilora_eval.errors import IloraError
@@ -126,11 +128,57 @@ def _config(run: Run) -> _Config:
             items.setdefault(k, (v, _fmt_value(v)))
     if cfg.get("limit") is not None:
         items["limit"] = (cfg["limit"], _fmt_value(cfg["limit"]))
+    items.update(prompt_items(run))
     if not run.is_ilora and run.seed is not None:
         items["seed"] = (run.seed, _fmt_value(run.seed))
     if run.adapt_seed is not None:
         items["adapt_seed"] = (run.adapt_seed, _fmt_value(run.adapt_seed))
     return _Config(family, head, base, items, explicit)
+
+
+def _short_hash(data: dict, key: str) -> str | None:
+    """lm-eval's sha of a recorded prompt text (`<key>_sha`), else a hash of the text itself."""
+    sha = data.get(f"{key}_sha")
+    text = data.get(key)
+    if not sha and isinstance(text, str) and text:
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return str(sha)[:8] if sha else None
+
+
+def _gen_kwargs(value: Any) -> Any:
+    if isinstance(value, str) and value.strip():
+        from lm_eval.utils import simple_parse_args_string
+
+        return simple_parse_args_string(value)
+    return value or None
+
+
+def prompt_items(run: Run) -> dict[str, tuple[Any, str | None]]:
+    """The prompt and decoding settings lm-eval 0.4.13 records in a results JSON: `n-shot` per task
+    (--num_fewshot or the task's own), `config.gen_kwargs`, and from its EvaluationTracker the
+    top-level `chat_template(_sha)` (set only with --apply_chat_template), `system_instruction(_sha)`
+    and `fewshot_as_multiturn` (it only changes prompts under a chat template)."""
+    data, items = run.data, {}
+    shots = data.get("n-shot") if isinstance(data.get("n-shot"), dict) else {}
+    shots = {t: n for t, n in shots.items() if t in run.metrics}
+    if shots:
+        values = set(map(_same, shots.values()))
+        value = next(iter(shots.values())) if len(values) == 1 else dict(sorted(shots.items()))
+        items["num_fewshot"] = (value, _fmt_value(value) if len(values) == 1 else None)
+    gen = _gen_kwargs(run.config.get("gen_kwargs"))
+    if gen:
+        text = "+".join(f"{k}:{_fmt_value(v)}" for k, v in sorted(gen.items())) if isinstance(gen, dict) else str(gen)
+        items["gen_kwargs"] = (gen, text)
+    template = _short_hash(data, "chat_template")
+    if template:
+        items["chat_template"] = (template, template)
+        multiturn = data.get("fewshot_as_multiturn")
+        if multiturn is not None:
+            items["fewshot_as_multiturn"] = (bool(multiturn), _fmt_value(bool(multiturn)))
+    system = _short_hash(data, "system_instruction")
+    if system:
+        items["system_instruction"] = (system, system)
+    return items
 
 
 def _label(c: _Config, shown: set[str], drop: tuple[str, ...] = ()) -> str:
@@ -209,11 +257,71 @@ def assign_labels(runs: list[Run], overrides: list[str] | None, group_by: str = 
             notes.append(f"{label} has the same configuration and seed as {first_of[name].label} "
                          f"({run.path} and {first_of[name].path}); kept apart")
         first_of.setdefault(name, run)
+    for run, c in zip(runs, configs):
+        run.settings = {k: v for k, v in c.items.items() if k not in SEED_KEYS}
+        run.family = c.family
     if group_by == "strategy":
         for run, c in zip(runs, configs):
             if run.is_ilora:
                 run.group = f"{c.head}@{c.base}" if c.base else c.head
+        merged = _differences([r for r in runs if r.is_ilora])
+        if merged:
+            notes.append("--group-by strategy merges runs whose settings differ: " + "; ".join(merged))
+    else:
+        _check_override_groups(runs[: len(overrides)])
     return notes
+
+
+def _differences(runs: list[Run]) -> list[str]:
+    """`setting: value1 / value2` for each setting (besides the seed) whose value differs between runs."""
+    keys = dict.fromkeys(k for r in runs for k in r.settings)
+    out = []
+    if len({_same(r.family) for r in runs}) > 1:
+        out.append("model/strategy/base model: " + " / ".join(dict.fromkeys(
+            "/".join(str(x) for x in r.family if x is not None) for r in runs)))
+    for k in keys:
+        values = {_same(r.settings[k][0]) if k in r.settings else "<absent>": r for r in runs}
+        if len(values) > 1:
+            texts = dict.fromkeys(_setting_text(r, k) for r in values.values())
+            out.append(f"{k}: " + " / ".join(texts))
+    return out
+
+
+def _setting_text(run: Run, key: str) -> str:
+    if key not in run.settings:
+        return "(not set)"
+    value, text = run.settings[key]
+    return text if text is not None else _same(value)
+
+
+def _check_override_groups(runs: list[Run]) -> None:
+    """--label values that put runs into one group must name runs that differ only by seed."""
+    by_group: dict[str, list[Run]] = {}
+    for run in runs:
+        by_group.setdefault(run.group, []).append(run)
+    for group, members in by_group.items():
+        diff = _differences(members)
+        if diff:
+            raise IloraError(
+                f"--label values put {', '.join(r.label for r in members)} into one group {group!r}, but the runs "
+                f"differ by more than the seed ({'; '.join(diff)}); give them labels that differ once the seed is "
+                "removed"
+            )
+
+
+def separating_settings(groups: list[Group]) -> list[str]:
+    """Which settings tell the groups apart, as `setting: value / value`: the model, strategy and
+    base model between families, and within one family every other setting that differs."""
+    firsts = [g.runs[0] for g in groups]
+    families: dict[str, list[Run]] = {}
+    for r in firsts:
+        families.setdefault(_same(r.family), []).append(r)
+    out = [d for d in _differences(firsts) if d.startswith("model/strategy")] if len(families) > 1 else []
+    for members in families.values():
+        for d in _differences(members):
+            if d not in out:
+                out.append(d)
+    return out
 
 
 def make_groups(runs: list[Run], group_by: str = "label") -> list[Group]:
@@ -244,10 +352,30 @@ def _run_baseline(g: Group, name: str, run_label: str | None) -> tuple[Group, st
                f"({len(g.runs)} runs)")
 
 
+def _baseline_by_path(name: str, groups: list[Group]) -> tuple[Group, str | None] | None:
+    """--baseline naming a results file or folder given as input: the group of the run(s) it holds."""
+    path = Path(name)
+    if not path.exists():
+        return None
+    target = path.resolve()
+    runs = [(r, g) for g in groups for r in g.runs
+            if r.path.resolve() == target or (path.is_dir() and target in r.path.resolve().parents)]
+    found = list({id(g): g for _, g in runs}.values())
+    if len(found) == 1:
+        return _run_baseline(found[0], name, runs[0][0].label if len(runs) == 1 else None)
+    if not found:
+        return None  # a path that holds no compared run: read the name as a label
+    raise IloraError(f"--baseline {name!r} holds runs of {len(found)} groups ({', '.join(g.label for g in found)}); "
+                     "pass one results file or a group label")
+
+
 def resolve_baseline(name: str, groups: list[Group]) -> tuple[Group, str | None]:
     """--baseline as a group or run label, exact or a unique part of one; returns (group, note)."""
     by_label = {g.label: g for g in groups}
     run_group = {r.label: g for g in groups for r in g.runs}
+    by_path = _baseline_by_path(name, groups)
+    if by_path is not None:
+        return by_path
     if name in by_label:
         return by_label[name], None
     if name in run_group:

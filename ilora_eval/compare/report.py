@@ -13,7 +13,13 @@ from typing import Any
 from ilora_eval.errors import IloraError
 
 from . import stats
-from .comparison import CORRECTION_NAMES, NO_ADAPTER, Cell, Comparison, MeanRow, plural
+from .model import ACCURACY, ACCURACY_METRICS, CORRECTION_NAMES, NO_ADAPTER, Cell, Comparison, MeanRow, plural
+from .seeds import determinism_text
+
+# Every file name a report writes (adapter_usage_<group>.png included): an --overwrite removes
+# them first, so an earlier report's pictures never mix into this one.
+REPORT_FILES = ("report.md", "table.md", "table.csv", "runs.csv", "wins.md", "wins.csv", "intervals.csv",
+                "intervals.png", "winloss.csv", "winloss.png", "adapter_usage.csv")
 
 
 def _md(text: Any) -> str:
@@ -54,7 +60,8 @@ def _n_cell(c: Comparison, task: str) -> str:
 def _mean_name(row: MeanRow) -> str:
     kind = "unweighted" if row.kind == "mean_unweighted" else "weighted by n"
     prefix = "" if row.group == "all" else f"{row.group}: "
-    return f"{prefix}mean, {kind} ({plural(len(row.tasks), 'task')})"
+    metric = "" if row.metric == ACCURACY else f" {row.metric}"
+    return f"{prefix}mean{metric}, {kind} ({plural(len(row.tasks), 'task')})"
 
 
 def table_markdown(c: Comparison, digits: int = 4) -> str:
@@ -91,31 +98,38 @@ def _notes(c: Comparison) -> str:
 
 def summary_markdown(c: Comparison, digits: int = 4) -> str:
     """One row per group: seed mean ± sd over seeds, its interval, and the comparison with the baseline."""
-    overall = next((m for m in c.means if m.group == "all" and m.kind == "mean_unweighted"), None)
+    overall = c.overall
     n_tasks = len(overall.tasks) if overall else 0
     conf = f"{c.settings.confidence:.0%} CI"
-    head = ["group", "seeds", f"mean ± sd ({plural(n_tasks, 'task')})", conf]
+    metric = "" if c.main_kind == ACCURACY else f" {c.main_kind}"
+    head = ["group", "seeds", "seed variance", f"mean{metric} ± sd ({plural(n_tasks, 'task')})", conf]
     pairs = {p.a: p for p in c.pairs if p.b == c.baseline} if c.baseline else {}
     if c.baseline:
-        head += [f"Δ vs baseline [{conf}]", "wins/ties/losses", "significant wins/losses"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|" + ("---:|---:|---:|" if c.baseline else "")]
+        head += [f"Δ vs baseline [{conf}]", "wins on k of n tasks", "significant wins/losses"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---:|---:|" + ("---:|---:|---:|" if c.baseline else "")]
     for gi in c.intervals:
         g = c.group(gi.group)
         iv = gi.interval
         row = [_md(g.label) + (" (baseline)" if g.label == c.baseline else ""), _md(g.seeds_text()),
-               _cell_text(Cell(gi.mean, gi.sd, gi.seed_means), digits),
+               c.seed_status.get(g.label, ""), _cell_text(Cell(gi.mean, gi.sd, gi.seed_means), digits),
                f"[{_num(iv.low, digits)}, {_num(iv.high, digits)}]" if iv else "n/a"]
         if c.baseline:
-            p = pairs.get(g.label)
-            if p is None:
-                row += ["", "", ""]
-            else:
-                piv = p.interval
-                row += [(f"{_num(piv.estimate, digits, True)} [{_num(piv.low, digits, True)}, "
-                         f"{_num(piv.high, digits, True)}]") if piv else "n/a",
-                        f"{p.wins}/{p.ties}/{p.losses}", f"{p.sig_wins}/{p.sig_losses}"]
+            row += _baseline_cells(pairs.get(g.label), digits)
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _baseline_cells(p, digits: int) -> list[str]:
+    if p is None:
+        return ["", "", ""]
+    piv = p.interval
+    diff = "n/a"
+    if piv is not None:
+        diff = f"{_num(piv.estimate, digits, True)} [{_num(piv.low, digits, True)}, {_num(piv.high, digits, True)}]"
+        diff += " *" if p.interval_significant else ""
+    compared = p.wins + p.ties + p.losses
+    sig = "never (1 seed)" if p.seed_note else f"{p.sig_wins}/{p.sig_losses}"
+    return [diff, f"{p.wins} of {compared} ({p.wins}/{p.ties}/{p.losses})", sig]
 
 
 def wins_markdown(c: Comparison) -> str:
@@ -131,7 +145,7 @@ def wins_markdown(c: Comparison) -> str:
         out.append("|---|---|---:|---:|---:|---|---|---:|---|---:|---:|---:|---|---|")
         for r in pair.rows:
             out.append(
-                f"| {_md(r.task)} | {_md(r.metric)} | {_num(r.mean_a)} | {_num(r.mean_b)} | {r.diff:+.4f} | "
+                f"| {_md(r.task)} | {_md(r.metric)} | {_num(r.mean_a)} | {_num(r.mean_b)} | {_num(r.diff, 4, True)} | "
                 f"{r.result} | {r.design} | {'' if r.n_docs is None else r.n_docs} | {r.test} | {_p(r.p_value)} | "
                 f"{_p(r.p_holm)} | {_p(r.p_bh)} | {'yes' if r.significant else 'no'} | {_md(r.note)} |"
             )
@@ -145,20 +159,29 @@ def wins_markdown(c: Comparison) -> str:
 def method_text(c: Comparison) -> str:
     s = c.settings
     return (
-        f"A group is the runs that differ only by seed (`--group-by {s.group_by}`); its score on a task is "
-        "the mean over its runs and ± the sample standard deviation (n - 1) over them. A task is a win, tie or "
-        "loss by the two groups' seed means. Per-task tests use per-document values from the `--log_samples` "
-        "files (a group's value per document is its mean over seeds), matched by doc_id, and by (seed, doc_id) "
-        "when the documents were drawn per seed (`adapt_seed`; groups with different seeds are then compared "
-        f"unpaired): {stats.MCNEMAR} (two-sided binomial test on the discordant documents) for paired 0/1 values, "
+        f"A group is the runs that differ only by seed (`--group-by {s.group_by}`): the prompt settings lm-eval "
+        "records (n-shot, chat template, system instruction, few-shot as multiturn), --gen_kwargs, --limit and every "
+        "model and strategy argument are equal within a group. Its score on a task is the mean over its runs, ± the "
+        "sample standard deviation (n - 1) over them. Means over tasks only average tasks of one metric kind "
+        f"(accuracy: {', '.join(ACCURACY_METRICS)}; any other metric is a kind of its own). A task is a win, tie or "
+        "loss by the two groups' seed means on the documents both scored (matched by doc_id in the `--log_samples` "
+        "files, and by (seed, doc_id) when the documents were drawn per seed, `adapt_seed`; groups with different "
+        "seeds are then compared unpaired); a task whose groups share no document is not compared. Per-task tests: "
+        "when each group has at least 3 seeds (or is deterministic), over seeds (each run's score: sign flips of the "
+        "seed differences when the seeds are paired, else the two-sample permutation test); otherwise over "
+        f"documents (a group's value per document is its mean over seeds): {stats.MCNEMAR} for paired 0/1 values, "
         f"else the {stats.PERMUTATION} test on the mean difference (sign flips; exact up to {s.permutations} "
         f"patterns), or the {stats.PERMUTATION_UNPAIRED} test when unpaired; scipy.stats. p-values are adjusted "
         f"over every per-task test of this report ({plural(c.n_tests, 'test')}) by Holm (family-wise error) and "
         f"Benjamini-Hochberg (false discovery rate); significant means {CORRECTION_NAMES[s.correction]}-adjusted "
-        f"p < {s.alpha:g}. Intervals: {s.confidence:.0%} percentile bootstrap of the unweighted mean over the tasks "
-        f"every group has, {s.bootstrap} resamples (seed {s.seed}), documents resampled within each task (the "
-        "strata), pairs resampled together when paired; they cover document sampling, not seed variation (see "
-        "the sd for that).\n"
+        f"p < {s.alpha:g}. Intervals: {s.confidence:.0%} percentile two-level bootstrap of the unweighted mean over "
+        f"the {c.main_kind} tasks every group has, {s.bootstrap} resamples (seed {s.seed}): each resample draws a "
+        "group's seeds (runs) with replacement, the same draw for every task and for both groups when they ran the "
+        "same seeds, then each task's documents with replacement (one draw shared by every run and group that "
+        "scored those documents; per seed when the documents were drawn per seed); the seed part is scaled by "
+        "sqrt(S / (S - 1)) so its variance is unbiased. The intervals therefore cover both which documents and "
+        "which seed (adaptation draw and search); with one seed they cover documents only. " + determinism_text()
+        + "\n"
     )
 
 
@@ -217,7 +240,8 @@ def _wins_csv(c: Comparison, path: Path) -> None:
     rows = []
     for pair in c.pairs:
         for r in pair.rows:
-            rows.append([pair.a, pair.b, r.task, r.metric, r.filter, repr(r.mean_a), repr(r.mean_b), repr(r.diff),
+            rows.append([pair.a, pair.b, r.task, r.metric, r.filter, _csv_num(r.mean_a), _csv_num(r.mean_b),
+                         _csv_num(r.diff),
                          r.result, r.design, "" if r.n_docs is None else r.n_docs, r.test,
                          "n/a" if r.p_value is None else repr(r.p_value), _csv_num(r.p_holm), _csv_num(r.p_bh),
                          "yes" if r.significant else "no", r.note])
@@ -232,13 +256,15 @@ def _intervals_csv(c: Comparison, path: Path) -> None:
         iv = gi.interval
         rows.append(["group_mean", gi.group, "", _csv_num(gi.mean), _csv_num(iv.low if iv else None),
                      _csv_num(iv.high if iv else None), _csv_num(gi.sd), c.group(gi.group).seeds_text(),
-                     ";".join(repr(v) for v in gi.seed_means), "", gi.note])
+                     ";".join(repr(v) for v in gi.seed_means), "", gi.note, ""])
     for p in c.pairs:
         iv = p.interval
         rows.append(["difference", p.a, p.b, _csv_num(iv.estimate if iv else None), _csv_num(iv.low if iv else None),
-                     _csv_num(iv.high if iv else None), "", "", "", p.interval_design, p.interval_note])
+                     _csv_num(iv.high if iv else None), "", "", "", p.interval_design,
+                     "; ".join(x for x in (p.seed_note, p.interval_note) if x),
+                     "yes" if p.interval_significant else "no"])
     header = ["kind", "group", "baseline", "estimate", f"ci_low_{s.confidence:g}", f"ci_high_{s.confidence:g}",
-              "sd_over_seeds", "seeds", "seed_means", "design", "note"]
+              "sd_over_seeds", "seeds", "seed_means", "design", "note", "significant"]
     _write_csv(path, header, rows)
 
 
@@ -249,7 +275,7 @@ def _winloss_csv(c: Comparison, path: Path) -> None:
             continue
         for r in p.rows:
             adjusted = r.p_holm if c.settings.correction == "holm" else r.p_bh
-            rows.append([p.a, p.b, r.task, repr(r.diff), r.result, _csv_num(adjusted),
+            rows.append([p.a, p.b, r.task, _csv_num(r.diff), r.result, _csv_num(adjusted),
                          "yes" if r.significant else "no"])
     _write_csv(path, ["group", "baseline", "task", "diff", "result", f"p_{c.settings.correction}", "significant"], rows)
 
@@ -259,10 +285,26 @@ def _usage_csv(c: Comparison, path: Path) -> None:
     _write_csv(path, ["group", "run", "task", "adapter", "usage", "docs"], rows)
 
 
+def check_out_dir(out: Path) -> None:
+    """An existing non-empty --out folder is refused: a report is never silently overwritten."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "is a file" if not out.is_dir() else "is not empty (an earlier report?)"
+        raise IloraError(f"--out {out} {what}; pass --overwrite to replace its report, or another --out")
+
+
+def _remove_old_report(out: Path) -> None:
+    for name in REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+    for old in out.glob("adapter_usage_*.png"):
+        old.unlink()
+
+
 def write_report(c: Comparison, out: Path, chart: bool = True, title: str | None = None, epilogue: str = "") -> None:
-    """Every output into `out`; the names written are kept in c.written."""
+    """Every output into `out` (an earlier report's files there are removed first); the names
+    written are kept in c.written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_old_report(out)
     except OSError as err:
         raise IloraError(f"cannot create output directory {out} ({err.strerror}); pass another --out") from None
     c.out_dir = out
@@ -327,6 +369,8 @@ def report_markdown(c: Comparison, pictures: dict[str, str], usage_pngs: dict[st
             f"Baseline: {c.baseline or 'none (every pair of groups)'}. Significance: {corr}-adjusted p < {s.alpha:g} "
             f"over {plural(c.n_tests, 'per-task test')}.\n")
     parts.append(head)
+    if c.separation:
+        parts.append("Settings that separate the groups: " + "; ".join(_md(x) for x in c.separation) + ".\n")
     parts.append("## Summary\n")
     parts.append(summary_markdown(c))
     if "intervals" in pictures:

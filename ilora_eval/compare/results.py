@@ -43,6 +43,9 @@ class Run:
     n_eff: dict[str, int] = field(default_factory=dict)
     higher: dict[str, dict[str, bool]] = field(default_factory=dict)
     group_subtasks: dict[str, list[str]] = field(default_factory=dict)
+    # every setting that makes runs differ, besides the seed: key -> (value, short text); set by labels
+    settings: dict[str, tuple[Any, str | None]] = field(default_factory=dict)
+    family: tuple = ()
     _per_doc: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
     @property

@@ -66,7 +66,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000
     # A zero difference is the same under a sign flip: dropping it leaves the p-value unchanged and
     # makes the exact enumeration (2**n patterns) reachable for more tasks.
     d = (x - y)[x != y]
-    if d.size == 0:
+    if d.size <= 1:  # one sign flip mirrors the other: |mean| is the same under both patterns
         return f"{PERMUTATION} (exact)", 1.0
     # one sample with permutation_type="samples" is scipy's sign-flip test
     res = permutation_test((d,), _mean, permutation_type="samples", vectorized=True, n_resamples=n_resamples,
@@ -163,3 +163,103 @@ def _resampled_means(values: np.ndarray, n_resamples: int, rng: np.random.Genera
         draws = rng.multinomial(n, probs, size=stop - start)
         out[start:stop] = draws @ distinct / n
     return out
+
+
+# --- two-level (seed, then document) bootstrap -------------------------------------------------
+
+# Up to this many document indices are drawn per chunk of resamples (about 16 MB of int64).
+_INDEX_CHUNK = 2_000_000
+
+
+@dataclass
+class Side:
+    """One group on one task: per run (seed), its per-document values and the document pool they
+    index. Runs that scored the same documents share a pool and list their values in the pool's
+    document order, so one document draw applies to all of them (documents crossed with seeds);
+    documents drawn per seed give each seed its own pool (documents nested in seeds)."""
+
+    values: list[np.ndarray]
+    pools: list[int]
+
+
+@dataclass
+class Stratum:
+    """One task: side `a`, and for a difference side `b` (whose pools are shared with `a` where
+    the two groups scored the same documents: paired documents). `paired_seeds`: b's run i has
+    the same seed as a's run i, so both take the same seed draw."""
+
+    pool_sizes: list[int]
+    a: Side
+    b: Side | None = None
+    paired_seeds: bool = False
+
+
+def _side_draws(side: Side, draws: list[np.ndarray]) -> np.ndarray:
+    """(resamples, runs): each run's mean over its pool's resampled documents."""
+    return np.stack([v[draws[p]].mean(axis=1) for v, p in zip(side.values, side.pools)], axis=1)
+
+
+def _seed_mean(m: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Mean over the drawn seeds, with the seed part scaled by sqrt(S / (S - 1)) so its bootstrap
+    variance is the unbiased s^2 / S rather than the plug-in (S - 1) / S * s^2 / S (the plug-in
+    under-covers badly with the 3-5 seeds a run usually has)."""
+    s = m.shape[1]
+    full = m.mean(axis=1)
+    if s < 2:
+        return full
+    drawn = np.take_along_axis(m, picks, axis=1).mean(axis=1)
+    return full + np.sqrt(s / (s - 1)) * (drawn - full)
+
+
+def two_level_bootstrap(strata: Sequence[Stratum], n_resamples: int = 10000, seed: int = 0,
+                        confidence: float = 0.95) -> Interval:
+    """Percentile interval for the mean over tasks of (a's seed-mean score) or of (a's minus b's).
+
+    Each resample draws the seeds (runs) of each group with replacement -- the same draw for every
+    task, since a seed is one run over all tasks, and the same draw for both groups when their
+    seeds are paired -- then the documents of every pool with replacement (shared by the runs and
+    groups that scored those documents). A group of one run has no seed level: its interval is the
+    document-only one, which is why a one-seed learned strategy is never called significant.
+    """
+    if not strata:
+        raise ValueError("two_level_bootstrap needs at least one stratum")
+    rng = np.random.default_rng(seed)
+    first = strata[0]
+    n_a = len(first.a.values)
+    n_b = len(first.b.values) if first.b is not None else 0
+    if any(len(st.a.values) != n_a or (st.b is not None and len(st.b.values) != n_b) for st in strata):
+        raise ValueError("every stratum needs the same runs per group (a seed is one run over all tasks)")
+    estimate = float(np.mean([_point(st) for st in strata]))
+    widest = max(max(st.pool_sizes) for st in strata)
+    step = max(1, _INDEX_CHUNK // widest)
+    out = np.empty(n_resamples)
+    for start in range(0, n_resamples, step):
+        k = min(n_resamples, start + step) - start
+        picks_a = rng.integers(0, n_a, size=(k, n_a))
+        picks_b = picks_a if first.paired_seeds else rng.integers(0, max(n_b, 1), size=(k, max(n_b, 1)))
+        total = np.zeros(k)
+        for st in strata:
+            draws = [rng.integers(0, n, size=(k, n)) for n in st.pool_sizes]
+            total += _seed_mean(_side_draws(st.a, draws), picks_a)
+            if st.b is not None:
+                total -= _seed_mean(_side_draws(st.b, draws), picks_b)
+        out[start:start + k] = total / len(strata)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(out, [alpha / 2, 1 - alpha / 2])
+    return Interval(estimate, float(low), float(high))
+
+
+def _point(st: Stratum) -> float:
+    a = float(np.mean([v.mean() for v in st.a.values]))
+    return a - float(np.mean([v.mean() for v in st.b.values])) if st.b is not None else a
+
+
+def seed_test(a: Sequence[float], b: Sequence[float], paired: bool, n_resamples: int = 10000,
+              seed: int = 0) -> tuple[str, float]:
+    """(test name, two-sided p) over per-seed task scores: sign flips of the seed differences when
+    the seeds are paired (or b is one deterministic score), else the two-sample permutation test."""
+    if paired:
+        name, p = paired_test(a, b, n_resamples, seed)
+        return name + " over seeds", p
+    name, p = unpaired_test(a, b, n_resamples, seed)
+    return name + " over seeds", p
