@@ -74,10 +74,9 @@ def load_tasks(names: list[str], include_paths: list[str]) -> dict:
     out = {}
     for name in names:
         try:
-            loaded = manager.load([name])
+            out.update(compat.load_tasks(manager, [name]))
         except KeyError:
             continue
-        out.update(loaded["tasks"] if isinstance(loaded, dict) and "tasks" in loaded else loaded)
     return out
 
 

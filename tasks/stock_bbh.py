@@ -20,7 +20,7 @@ def lm_eval_tasks_dir() -> Path:
 
 @lru_cache(maxsize=None)
 def _stock_zeroshot_config(task: str) -> dict:
-    from lm_eval.tasks._yaml_loader import load_yaml
+    from ilora_eval.lm_eval_compat import load_yaml
 
     path = lm_eval_tasks_dir() / "bbh" / "zeroshot" / f"{task}.yaml"
     if not path.is_file():

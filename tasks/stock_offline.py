@@ -54,7 +54,7 @@ def offline_name(stock_group: str) -> str:
 
 def _stock_configs(stock_group: str) -> tuple[dict, dict[str, tuple[Path, dict]]]:
     """(group config, {stock task name: (yaml path, raw config)}) of a stock group's folder."""
-    from lm_eval.tasks._yaml_loader import load_yaml
+    from ilora_eval.lm_eval_compat import load_yaml
 
     folder = _lm_eval_tasks_dir() / STOCK_GROUPS[stock_group]
     group_cfg, tasks = None, {}

@@ -479,7 +479,7 @@ def test_unseen_template_becomes_a_working_task(tmp_path, monkeypatch):
     rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1), "extra": i} for i in range(12)]
     data = tmp_path / "my_task.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
-    template = (TASKS_DIR / "unseen" / "_unseen_task_template.yaml").read_text().splitlines()
+    template = (TASKS_DIR / "unseen" / "_unseen_task_template.yaml.txt").read_text().splitlines()
     body = [line[2:] for line in template if line.startswith("# ")]  # "##" lines are prose
     text = "\n".join(body).replace("!function utils.", "!function ilora_eval.tasks.unseen.utils.")
     text = text.replace("/data/my_task.jsonl", str(data))
