@@ -14,37 +14,65 @@ import torch
 from torch import nn
 
 from ilora_eval.composition import mixers
-from ilora_eval.composition.table import BASE, CompositionState, RowPlan
+from ilora_eval.composition.table import BASE, Composition, CompositionState, RowPlan
 from ilora_eval.errors import IloraError
 
 
+# where the library's factors live: "lazy" (the adapters stay on the host; those the compositions
+# use are copied to the device on first use, LRU-bounded by CompositionState.adapter_cache) or "all"
+# (the whole stack on the device, as before: tests compare the two)
+RESIDENCIES = ("lazy", "all")
+RESIDENT = "lazy"
+
+
 class ComposedLoraLinear(nn.Module):
-    def __init__(self, base: nn.Module, A: torch.Tensor, B: torch.Tensor, state: CompositionState):
+    def __init__(self, base: nn.Module, A: torch.Tensor, B: torch.Tensor, state: CompositionState, source=None):
+        """`A` [n, r, d_in], `B` [n, d_out, r]: the factors on the device. Without `source` they are
+        the whole library (slot = library index); with `source` (the library's host-side
+        `StackedModule`) they start empty and hold the adapters in `state.slots`, copied in as
+        compositions first use them."""
         super().__init__()
         self.base = base
-        self.register_buffer("lora_A", A, persistent=False)  # [N, r, d_in]
-        self.register_buffer("lora_B", B, persistent=False)  # [N, d_out, r]
+        self.register_buffer("factors_A", A, persistent=False)
+        self.register_buffer("factors_B", B, persistent=False)
         self.state = state
+        self.source = source
+        self._loaded: dict[int, int] = {}  # slot -> generation of the adapter this module holds there
         # "param": composed factors per composition id, LRU, while a composition repeats
         self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._prototypes: torch.Tensor | None = None
+
+    # the whole library on this module's device (tools and tests; the forward pass reads `factors_*`)
+    @property
+    def lora_A(self) -> torch.Tensor:
+        if self.source is None:
+            return self.factors_A
+        return self.source.A.to(self.factors_A.device, self.factors_A.dtype)
+
+    @property
+    def lora_B(self) -> torch.Tensor:
+        if self.source is None:
+            return self.factors_B
+        return self.source.B.to(self.factors_B.device, self.factors_B.dtype)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base(x, *args, **kwargs)
         if self.state.rows is None:
             return y
-        if x.device != self.lora_A.device:
+        if x.device != self.factors_A.device:
             # an accelerate hook on the base layer may have moved its input: compose where the factors live
-            x = x.to(self.lora_A.device)
+            x = x.to(self.factors_A.device)
         plan = self.state.plan(x.shape[0], x.device)
         if plan.uniq == [BASE]:
             return y
         x3 = x if x.dim() == 3 else x.unsqueeze(1)
         if self.state.mode == "arrow":
-            delta = mixers.arrow_mix(x3, self.lora_A, self.lora_B, self.arrow_prototypes(), plan,
-                                     self.state.compositions, self.state.arrow_k, self.state.arrow_temperature)
+            comps = self._slot_compositions(plan)  # first: it may grow the factors
+            delta = mixers.arrow_mix(x3, self.factors_A, self.factors_B, self.arrow_prototypes(), plan,
+                                     comps, self.state.arrow_k, self.state.arrow_temperature)
         elif self.state.mode == "output":
-            delta = mixers.output_mix(x3, self.lora_A, self.lora_B, plan.out_idx, plan.out_w)
+            idx = self._output_idx(plan)  # first: it may grow the factors
+            delta = mixers.output_mix(x3, self.factors_A, self.factors_B, idx, plan.out_w)
         else:
             delta = mixers.param_apply(x3, y, *self._row_factors(plan))
             if delta is None:  # added to y in place
@@ -52,6 +80,72 @@ class ComposedLoraLinear(nn.Module):
         delta = delta if x.dim() == 3 else delta.squeeze(1)
         return y + delta.to(device=y.device, dtype=y.dtype)
 
+    # ------------------------------------------------------------ residency of library adapters
+    def _resident(self, adapters) -> list[int]:
+        """The slot of each of `adapters` (library indices), copying in those this module lacks."""
+        if self.source is None:
+            return [int(a) for a in adapters]
+        table = self.state.slots
+        table.ensure(adapters)
+        self._fill()
+        return table.lookup(adapters)
+
+    def _fill(self) -> None:
+        table = self.state.slots
+        n, A, B = len(table), self.factors_A, self.factors_B
+        if A.shape[0] != n:
+            # exactly the slots in use: device bytes follow the adapters the run uses
+            keep = min(A.shape[0], n) if n > A.shape[0] else 0  # a shrink reassigned every slot
+            A2, B2 = A.new_zeros(n, *A.shape[1:]), B.new_zeros(n, *B.shape[1:])
+            A2[:keep], B2[:keep] = A[:keep], B[:keep]
+            self.factors_A, self.factors_B = A2, B2
+            if self._prototypes is not None:
+                P2 = self._prototypes.new_zeros(n, self._prototypes.shape[1])
+                P2[:keep] = self._prototypes[:keep]
+                self._prototypes = P2
+            if not keep:
+                self._loaded = {}
+        stale = [s for s in range(n) if self._loaded.get(s) != table.generation[s]]
+        if not stale:
+            return
+        rows_A, rows_B = self.source.rows([table.owner[s] for s in stale])
+        idx = torch.tensor(stale, dtype=torch.long, device=self.factors_A.device)
+        rows_A = rows_A.to(self.factors_A.device, self.factors_A.dtype)
+        rows_B = rows_B.to(self.factors_B.device, self.factors_B.dtype)
+        self.factors_A.index_copy_(0, idx, rows_A)
+        self.factors_B.index_copy_(0, idx, rows_B)
+        if self._prototypes is not None:
+            self._prototypes.index_copy_(0, idx, mixers.arrow_prototypes(rows_A, rows_B))
+        for s in stale:
+            self._loaded[s] = table.generation[s]
+
+    def _slot_compositions(self, plan: RowPlan) -> dict[int, Composition] | list[Composition]:
+        """The plan's compositions over slots instead of library indices."""
+        comps = self.state.compositions
+        if self.source is None:
+            return comps
+        used = [comps[c] for c in plan.uniq]
+        self._resident([i for c in used for i in c.indices])
+        table = self.state.slots
+        return {c: Composition(tuple(table.lookup(comp.indices)), comp.weights) for c, comp in zip(plan.uniq, used)}
+
+    def _output_idx(self, plan: RowPlan) -> torch.Tensor:
+        """"output": the rows' adapters [b, k] as slots (padding: slot 0, with weight 0)."""
+        if self.source is None:
+            return plan.out_idx
+        comps = [self.state.compositions[c] for c in plan.cids]
+        self._resident([i for c in comps for i in c.indices])
+        table, key = self.state.slots, str(plan.out_idx.device)
+        hit = plan.slot_idx.get(key)
+        if hit is None or hit[0] != table.tick:
+            idx = torch.zeros(plan.out_idx.shape, dtype=torch.long)
+            for b, c in enumerate(comps):
+                if c.indices:
+                    idx[b, : len(c.indices)] = torch.tensor(table.lookup(c.indices), dtype=torch.long)
+            hit = plan.slot_idx[key] = (table.tick, idx.to(plan.out_idx.device))
+        return hit[1]
+
+    # ------------------------------------------------------------ "param"
     def _row_factors(self, plan: RowPlan) -> tuple[torch.Tensor, torch.Tensor]:
         """Aᵀ [d_in, r] and Bᵀ [r, d_out] when the batch shares one composition, else per-row
         stacks [b, d_in, r] and [b, r, d_out]."""
@@ -73,7 +167,10 @@ class ComposedLoraLinear(nn.Module):
         if hit is not None:
             self._cache.move_to_end(cid)
             return hit
-        out = mixers.compose_factors(self.lora_A, self.lora_B, self.state.compositions[cid])
+        comp = self.state.compositions[cid]
+        if self.source is not None and not comp.is_base:
+            comp = Composition(tuple(self._resident(comp.indices)), comp.weights)
+        out = mixers.compose_factors(self.factors_A, self.factors_B, comp)
         transient = self.state.transient_from is not None and cid >= self.state.transient_from
         if not transient:
             self._cache[cid] = out
@@ -82,16 +179,29 @@ class ComposedLoraLinear(nn.Module):
         return out
 
     def arrow_prototypes(self) -> torch.Tensor:
+        """[slots, d_in]: each resident adapter's top right singular vector of B·A."""
         if self._prototypes is None:
-            self._prototypes = mixers.arrow_prototypes(self.lora_A, self.lora_B)
+            self._prototypes = mixers.arrow_prototypes(self.factors_A, self.factors_B)
         return self._prototypes
 
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def device_bytes(self) -> int:
+        """Bytes this module holds on its device for the library: resident adapters, composed
+        factors, Arrow prototypes."""
+        ts = [self.factors_A, self.factors_B, *(t for f in self._cache.values() for t in f)]
+        if self._prototypes is not None:
+            ts.append(self._prototypes)
+        return sum(t.numel() * t.element_size() for t in ts)
 
-def inject(model: nn.Module, library, state: CompositionState) -> list[str]:
-    """Replace every library target module of `model` by a ComposedLoraLinear, in place."""
+
+def inject(model: nn.Module, library, state: CompositionState, *, resident: str | None = None) -> list[str]:
+    """Replace every library target module of `model` by a ComposedLoraLinear, in place.
+    `resident`: "lazy" (default, `RESIDENT`) or "all" (see RESIDENCIES)."""
+    resident = resident or RESIDENT
+    if resident not in RESIDENCIES:
+        raise IloraError(f"resident={resident!r} is unknown; choose one of {', '.join(RESIDENCIES)}")
     names = dict(model.named_modules())
     wrapped = []
     for path, stacked in library.modules.items():
@@ -106,12 +216,19 @@ def inject(model: nn.Module, library, state: CompositionState) -> list[str]:
             raise IloraError(f"module {path} is already composed; inject the library once")
         device, dtype = placement(model, names, module, path)
         d_in, d_out = _features(module, path)
-        if stacked.A.shape[2] != d_in or stacked.B.shape[1] != d_out:
-            raise IloraError(f"adapter shapes for {path} ({stacked.B.shape[1]}x{stacked.A.shape[2]}) do not match the "
+        (r, a_in), (b_out, _) = stacked.shape_A, stacked.shape_B
+        if a_in != d_in or b_out != d_out:
+            raise IloraError(f"adapter shapes for {path} ({b_out}x{a_in}) do not match the "
                              f"base model's module ({d_out}x{d_in}); the adapters were trained on another base model")
         parent_name, _, child = path.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, ComposedLoraLinear(module, stacked.A.to(device, dtype), stacked.B.to(device, dtype), state))
+        if resident == "all":
+            A, B = stacked.rows(range(stacked.n))
+            layer = ComposedLoraLinear(module, A.to(device, dtype), B.to(device, dtype), state)
+        else:
+            layer = ComposedLoraLinear(module, torch.zeros(0, r, d_in, device=device, dtype=dtype),
+                                       torch.zeros(0, d_out, r, device=device, dtype=dtype), state, source=stacked)
+        setattr(parent, child, layer)
         wrapped.append(path)
     return wrapped
 

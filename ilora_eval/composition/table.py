@@ -8,6 +8,7 @@ everywhere.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -50,7 +51,18 @@ class CompositionState:
     transient_from: int | None = None  # ids >= this are search candidates: never cached
     arrow_k: int = 3
     arrow_temperature: float = 1.0
+    # library adapters kept on the device (an LRU; a forward needing more holds them all while it runs)
+    adapter_cache: int = 256
     _plans: dict = field(default_factory=dict)
+    _slots: "AdapterSlots | None" = None
+
+    @property
+    def slots(self) -> "AdapterSlots":
+        """Which library adapters are on the device, in which slot: one table for every wrapped
+        module, so an adapter has the same slot in all of them."""
+        if self._slots is None:
+            self._slots = AdapterSlots(self.adapter_cache)
+        return self._slots
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -69,7 +81,7 @@ class CompositionState:
         if plan is None:
             rows = _match_rows(self.rows, batch)
             uniq, inverse = torch.unique(rows, return_inverse=True)
-            plan = RowPlan(uniq.tolist(), inverse.to(device), None, None)
+            plan = RowPlan(uniq.tolist(), inverse.to(device), None, None, cids=rows.tolist())
             if self.mode == "output":
                 comps = [self.compositions[c] for c in rows.tolist()]
                 k = max(1, max(len(c.indices) for c in comps))
@@ -78,7 +90,7 @@ class CompositionState:
                 for b, c in enumerate(comps):
                     idx[b, : len(c.indices)] = torch.tensor(c.indices, dtype=torch.long)
                     w[b, : len(c.indices)] = torch.tensor(c.weights, dtype=torch.float32)
-                plan = RowPlan(plan.uniq, plan.inverse, idx.to(device), w.to(device))
+                plan = RowPlan(plan.uniq, plan.inverse, idx.to(device), w.to(device), cids=plan.cids)
             self._plans[key] = plan
         return plan
 
@@ -93,6 +105,60 @@ class CompositionState:
         return cid
 
 
+class AdapterSlots:
+    """Slot assignment of the device-resident library adapters, LRU-bounded by `capacity`.
+
+    Each reassignment of a slot gets a new generation number; a module whose copy of a slot has
+    an older generation reloads that slot from the host. `ensure` never evicts an adapter it was
+    asked for, so one call may hold more than `capacity` (then the next call that fits starts
+    over, giving the memory back)."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise IloraError(f"adapter_cache={capacity} must be >= 1 (library adapters held on the device)")
+        self.capacity = capacity
+        self.slot_of: OrderedDict[int, int] = OrderedDict()  # adapter -> slot, least recently used first
+        self.owner: list[int] = []  # slot -> adapter
+        self.generation: list[int] = []  # slot -> when it was (re)assigned
+        self.tick = 0  # bumped on every (re)assignment: plans remapped under an older tick are stale
+        self.loads = 0  # adapters put in a slot (for the benchmarks)
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def ensure(self, adapters) -> list[int]:
+        """The slot of each of `adapters` (library indices), assigning slots to those not resident."""
+        need = list(dict.fromkeys(int(a) for a in adapters))
+        if len(self.owner) > self.capacity and len(need) <= self.capacity:
+            self.slot_of.clear()  # an oversized call is over: shrink back to at most `capacity`
+            self.owner, self.generation = [], []
+            self.tick += 1
+        wanted = set(need)
+        for a in need:
+            if a in self.slot_of:
+                self.slot_of.move_to_end(a)
+        victims = (a for a in list(self.slot_of) if a not in wanted)
+        for a in need:
+            if a in self.slot_of:
+                continue
+            self.tick += 1
+            self.loads += 1
+            victim = next(victims, None) if len(self.owner) >= self.capacity else None
+            if victim is None:
+                slot = len(self.owner)
+                self.owner.append(a)
+                self.generation.append(self.tick)
+            else:
+                slot = self.slot_of.pop(victim)
+                self.owner[slot] = a
+                self.generation[slot] = self.tick
+            self.slot_of[a] = slot
+        return [self.slot_of[a] for a in need]
+
+    def lookup(self, adapters) -> list[int]:
+        return [self.slot_of[int(a)] for a in adapters]
+
+
 @dataclass
 class RowPlan:
     uniq: list[int]
@@ -101,6 +167,9 @@ class RowPlan:
     out_w: torch.Tensor | None  # output mode: [batch, k] weights
     # per module: its per-row factors, gathered once and reused by every decoding step
     row_factors: dict = field(default_factory=dict)
+    cids: list[int] = field(default_factory=list)  # composition id per row, on the host
+    # output mode with the library on the host: per device, (slot tick, the rows' adapter slots [b, k])
+    slot_idx: dict = field(default_factory=dict)
 
 
 def _match_rows(rows: torch.Tensor, batch: int) -> torch.Tensor:

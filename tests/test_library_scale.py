@@ -1,0 +1,182 @@
+"""Hub-scale libraries (issue #20): the library stays on the host and only the adapters the run's
+compositions use go to the device, with answers identical to the whole library on the device;
+per-file digest cache; batched index; texts sampled from a local dataset."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import tiny
+from ilora_eval.composition import Composition, CompositionState, composed_modules, inject
+from ilora_eval.composition import layer as layer_mod
+from ilora_eval.errors import IloraError
+from ilora_eval.library import LoraLibrary
+
+# ------------------------------------------------------------------ lazy == all, through lm-eval
+
+
+@pytest.fixture(scope="module")
+def task_manager(tiny_root):
+    from lm_eval.tasks import TaskManager
+
+    d = tiny_root / "scale_tasks"
+    if not d.exists():
+        tiny.write_task(d, "scale_gen")
+        tiny.write_task(d, "scale_mc", "multiple_choice")
+    return TaskManager(include_path=str(d))
+
+
+def per_document(base, lib, task_manager, resident, adapter_cache=None, **kw):
+    """Per-document responses (log-likelihoods, generations) of one in-process lm-eval run, and
+    the model (for its composition state)."""
+    from lm_eval import simple_evaluate
+
+    from ilora_eval.model_wrappers.ilora_lm import IloraLM
+
+    old = layer_mod.RESIDENT
+    layer_mod.RESIDENT = resident
+    try:
+        lm = IloraLM(pretrained=str(base), library=str(lib), device="cpu", progress=False, embedder="hashing",
+                     batch_size=4, **kw)
+    finally:
+        layer_mod.RESIDENT = old
+    if adapter_cache is not None:
+        lm.state.adapter_cache = adapter_cache
+    res = simple_evaluate(model=lm, tasks=["scale_gen", "scale_mc"], task_manager=task_manager, log_samples=True)
+    out = {(task, s["doc_id"]): s["resps"] for task, samples in res["samples"].items() for s in samples}
+    return out, lm
+
+
+@pytest.mark.parametrize("kind,kw,cache", [
+    ("llama", {"strategy": "retrieve_fuse", "top_k": 2}, 3),  # per-document compositions, evictions
+    ("llama", {"strategy": "retrieve_fuse", "top_k": 3, "composition": "output"}, None),
+    ("llama", {"strategy": "arrow", "top_k": 3}, 4),
+    ("llama", {"strategy": "lorahub", "n_modules": 3, "budget": 4}, 2),  # a search; 3 adapters > cache 2
+    ("t5", {"strategy": "retrieve_fuse", "top_k": 2}, 3),
+])
+def test_host_library_answers_equal_whole_library_on_device(kind, kw, cache, request, task_manager):
+    base, lib = request.getfixturevalue(kind)
+    ref, lm_all = per_document(base, lib, task_manager, "all", **kw)
+    ours, lm_lazy = per_document(base, lib, task_manager, "lazy", adapter_cache=cache, **kw)
+    assert ours.keys() == ref.keys() and ours
+    assert ours == ref  # bit-identical log-likelihoods and generations, not just close
+    layers = composed_modules(lm_lazy._model)
+    assert all(m.source is not None for m in layers) and all(m.source is None for m in composed_modules(lm_all._model))
+    slots = lm_lazy.state.slots
+    used = {i for c in lm_lazy.state.compositions for i in c.indices}
+    assert 0 < len(slots) <= max(len(used), 1)
+    # the device holds the resident adapters' rows only, the whole-library run all six
+    per_adapter = sum(m.factors_A[0].numel() + m.factors_B[0].numel() for m in layers)
+    assert sum(m.factors_A.numel() + m.factors_B.numel() for m in layers) == len(slots) * per_adapter
+    if cache is not None and len(used) > cache:
+        assert slots.loads > len(used), "a cache smaller than the adapters in use must have evicted"
+
+
+# ------------------------------------------------------------------ the device cache, directly
+
+
+def test_device_holds_only_the_adapters_in_use_and_evicts_lru(llama):
+    base, lib = llama
+    library = LoraLibrary.open(lib)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    state = CompositionState(adapter_cache=2)
+    inject(model, library, state)
+    layer = composed_modules(model)[0]
+    x = torch.randn(1, 3, layer.factors_A.shape[2])
+    for comp in (Composition.of([4], [1.0]), Composition.of([1, 4], [0.5, 0.5]), Composition.of([2], [-1.0])):
+        state.set_rows([state.register(comp)])
+        with torch.no_grad():
+            got = layer(x) - layer.base(x)
+        A, B = library.modules[layer.source.module].rows(comp.indices)
+        w = torch.tensor(comp.weights)
+        expected = x @ torch.einsum("n,nrd->rd", w, A).T @ torch.einsum("n,nor->or", w, B).T  # LoraHub's Σw·A, Σw·B
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    # capacity 2: adapter 4 (least recently used after 1) was evicted for 2
+    assert list(state.slots.slot_of) == [1, 2] and layer.factors_A.shape[0] == 2
+    torch.testing.assert_close(layer.factors_A[state.slots.slot_of[2]], library.modules[layer.source.module].A[2])
+    # a composition wider than the cache holds all its adapters while it runs, then shrinks back
+    wide = Composition.of([0, 1, 2, 3, 5], [0.2] * 5)
+    state.set_rows([state.register(wide)])
+    with torch.no_grad():
+        layer(x)
+    assert layer.factors_A.shape[0] == 5
+    state.set_rows([state.register(Composition.of([3], [1.0]))])
+    with torch.no_grad():
+        layer(x)
+    assert len(state.slots) == 1 and layer.factors_A.shape[0] == 1
+    assert layer.device_bytes() < 6 * (layer.factors_A[0].numel() + layer.factors_B[0].numel()) * 4 + 10_000
+
+
+def test_weights_are_not_read_at_open_and_not_held_on_the_host(llama, tmp_path, monkeypatch):
+    """Opening reads weights only into the digest cache; a reopen reads none; rows are read from
+    the file when asked, and a file changed after opening is refused, not silently used."""
+    monkeypatch.setenv("ILORA_EVAL_CACHE", str(tmp_path / "cache"))
+    _, src = llama
+    lib = tmp_path / "lib"
+    shutil.copytree(src, lib, ignore=shutil.ignore_patterns("ilora_index"))
+    import ilora_eval.library_store as store
+
+    reads = []
+    real = store.scan_weight_file
+    monkeypatch.setattr(store, "scan_weight_file", lambda e, f: reads.append(e.name) or real(e, f))
+    first = LoraLibrary.open(lib)
+    assert sorted(reads) == first.ids
+    reads.clear()
+    again = LoraLibrary.open(lib)
+    assert reads == [] and again.digests == first.digests
+    # one adapter rewritten (same content, new file): only it is read again, same digest
+    f = lib / "03_logic" / "adapter_model.safetensors"
+    data = f.read_bytes()
+    f.unlink()
+    f.write_bytes(data)
+    third = LoraLibrary.open(lib)
+    assert reads == ["03_logic"] and third.digests == first.digests
+    # the digests are those of an independent computation (sha of config, weights, texts)
+    import hashlib
+
+    d = lib / "03_logic"
+    h = hashlib.sha256(hashlib.sha256((d / "adapter_config.json").read_bytes()).digest()
+                       + hashlib.sha256(f.read_bytes()).digest())
+    h.update(hashlib.sha256((d / "texts.jsonl").read_bytes()).digest())
+    assert first.digests["03_logic"] == h.hexdigest()
+    # rows come from the file on demand; a file changed after opening is refused
+    module = next(iter(third.modules))
+    A, _ = third.modules[module].rows([3])
+    from safetensors.torch import load_file
+
+    raw = load_file(str(f))[f"base_model.model.{module}.lora_A.weight"]
+    torch.testing.assert_close(A[0], raw)
+    tiny.make_adapter(src.parent / "llama_base", tmp_path / "other", "llama", seed=5)
+    shutil.copy(tmp_path / "other" / "adapter_model.safetensors", lib / "01_numbers" / "adapter_model.safetensors")
+    os.utime(lib / "01_numbers" / "adapter_model.safetensors", ns=(1, 1))
+    with pytest.raises(IloraError, match="01_numbers: adapter_model.safetensors changed on disk since the library was opened"):
+        third.modules[module].rows([1])
+
+
+def test_non_finite_weights_are_refused_from_the_cache_too(lib_copy):
+    from safetensors.torch import load_file, save_file
+
+    _, lib = lib_copy
+    f = lib / "02_animals" / "adapter_model.safetensors"
+    t = load_file(str(f))
+    key = next(k for k in t if "lora_B" in k)
+    t[key][0, 0] = float("nan")
+    save_file(t, str(f))
+    for _ in range(2):  # cold, then from the digest cache
+        with pytest.raises(IloraError, match=r"adapter\(s\) \['02_animals'\] hold non-finite weights"):
+            LoraLibrary.open(lib)
+
+
+@pytest.fixture
+def lib_copy(llama, tmp_path, monkeypatch):
+    monkeypatch.setenv("ILORA_EVAL_CACHE", str(tmp_path / "cache"))
+    base, lib = llama
+    dst = tmp_path / "lib"
+    shutil.copytree(lib, dst, ignore=shutil.ignore_patterns("ilora_index"))
+    return base, dst
