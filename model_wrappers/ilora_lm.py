@@ -81,7 +81,7 @@ class IloraLM(HFLM):
         self.state = args.composition_state()
         self.library = None
         if library is not None:
-            check = pretrained if as_bool(check_base) and isinstance(pretrained, str) else None
+            check = pretrained if as_bool(check_base, "check_base") and isinstance(pretrained, str) else None
             self.library = LoraLibrary.open(library, exclude=exclude, check_base=check)
             inject(self._model, self.library, self.state)
         context = {"pretrained": str(pretrained), "revision": getattr(self, "revision", None),
@@ -90,7 +90,7 @@ class IloraLM(HFLM):
                              scorer=TargetScorer(self._scoring_model(), self.state), embedder=embedder,
                              fit_cache=fit_cache, context=context, collectives=self.comm,
                              include_paths=[p for p in (include_path or "").split(":") if p],
-                             progress=as_bool(progress), library_spec=None if library is None else str(library),
+                             progress=as_bool(progress, "progress"), library_spec=None if library is None else str(library),
                              exclude=exclude, routing_log=routing_log)
 
     def _scoring_model(self) -> ScoringModel:

@@ -146,7 +146,7 @@ def test_bad_strategy_arguments():
         build_config("nope", {})
     with pytest.raises(IloraError, match="order='up' is unknown"):
         build_config("ilora", {"order": "up"})
-    with pytest.raises(IloraError, match="top_k='many' is not a valid int"):
+    with pytest.raises(IloraError, match="top_k=.many. is not a whole number"):
         build_config("ilora", {"top_k": "many"})
     with pytest.raises(IloraError, match="top_k=7 is larger than the library"):
         make("ilora", top_k=7).fit([task()])

@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ilora_eval.composition import Composition
-from ilora_eval.errors import IloraError
-from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, check_top_k, top_k
+from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, at_least, check_top_k, top_k
 
 
 @dataclass
@@ -18,8 +17,10 @@ class ArrowConfig(StrategyConfig):
     top_k: int = 0  # 0: route over the whole library; k: over each document's k nearest adapters
 
     def validate(self) -> None:
-        if self.arrow_k < 1 or self.arrow_temperature <= 0:
-            raise IloraError(f"arrow_k={self.arrow_k} must be >= 1 and arrow_temperature={self.arrow_temperature} > 0")
+        super().validate()
+        at_least(self, "arrow_k", 1)
+        at_least(self, "arrow_temperature", 0, strict=True)
+        at_least(self, "top_k", 0, why=" (0: the whole library)")
 
 
 class ArrowStrategy(Strategy, name="arrow"):

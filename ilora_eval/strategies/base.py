@@ -7,6 +7,7 @@ A strategy registers itself by subclassing: `class MyStrategy(Strategy, name="mi
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
@@ -27,6 +28,11 @@ class StrategyConfig:
     # None: lm-eval's --seed of the run (its default 0 when not given); the router resolves it
     # before fitting and records which one was used
     seed: int | None = None
+
+    def validate(self) -> None:
+        """Range checks, before the model loads; subclasses extend it (and call it)."""
+        if self.seed is not None:
+            at_least(self, "seed", 0)  # numpy's and nevergrad's generators refuse negative seeds
 
 
 @dataclass
@@ -139,17 +145,60 @@ def strategy_arg_names() -> set[str]:
     return {f.name for cls in Strategy.registry.values() for f in dataclasses.fields(cls.Config)}
 
 
+def at_least(cfg, key: str, low: float, *, strict: bool = False, why: str = "") -> None:
+    """One-line refusal of `key` below `low` (or equal to it, when `strict`)."""
+    value = getattr(cfg, key)
+    if value < low or (strict and value == low):
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        raise IloraError(f"{key}={value!r} must be {bound}{why}; fix {key}= in model_args")
+
+
 def _coerce(strategy: str, key: str, value, hint):
+    """lm-eval hands model_args over as int, float, bool or str (`1.5` arrives as a float, `nan`
+    as float('nan')): a number that is not one, or not a whole one where an integer is meant, is
+    refused rather than truncated or passed on."""
     target = next((t for t in typing.get_args(hint) if t is not type(None)), hint) if typing.get_origin(hint) else hint
-    if value is None or isinstance(value, target) and not (target is int and isinstance(value, bool)):
+    if value is None:
         return value
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in TRUE:
+            return True
+        if str(value).strip().lower() in FALSE:
+            return False
+        raise IloraError(f"{key}={value!r} is not true or false for strategy={strategy}; give {key}=true or {key}=false")
+    if target in (int, float):
+        return _number(strategy, key, value, target)
     try:
-        if target is bool:
-            if str(value).strip().lower() in TRUE:
-                return True
-            if str(value).strip().lower() in FALSE:
-                return False
-            raise ValueError
         return target(value)
     except (TypeError, ValueError):
         raise IloraError(f"{key}={value!r} is not a valid {target.__name__} for strategy={strategy}") from None
+
+
+def _number(strategy: str, key: str, value, target: type):
+    kind = "a whole number" if target is int else "a number"
+    bad = IloraError(f"{key}={value!r} is not {kind} for strategy={strategy}; give e.g. {key}="
+                     f"{'3' if target is int else '0.5'}")
+    if isinstance(value, bool):  # True is an int to Python, not a count to anyone
+        raise bad
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise bad from None
+    if not isinstance(value, (int, float)):
+        raise bad
+    if isinstance(value, float) and not math.isfinite(value):
+        raise IloraError(f"{key}={value!r} is not a finite number for strategy={strategy}; give a finite {key}=")
+    if target is int:
+        if isinstance(value, float):
+            if not value.is_integer():  # budget=1.5 must not quietly become 1
+                raise bad
+            value = int(value)
+        return value
+    return float(value)

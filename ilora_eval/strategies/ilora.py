@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ilora_eval.errors import IloraError
-from ilora_eval.strategies.base import Routing, Strategy, check_top_k, top_k
+from ilora_eval.strategies.base import Routing, Strategy, at_least, check_top_k, top_k
 from ilora_eval.strategies.fit import TaskFit
 from ilora_eval.strategies.learned import SearchArgs, SearchJob, learn_weights
 
@@ -27,6 +27,7 @@ class IloraConfig(SearchArgs):
 
     def validate(self) -> None:
         super().validate()
+        at_least(self, "top_k", 1, why=" (adapters per adaptation example)")
         if self.order not in ORDERS:
             raise IloraError(f"order={self.order!r} is unknown; choose desc (the paper) or asc (the reference code)")
         if self.search_on not in ("all", "own"):

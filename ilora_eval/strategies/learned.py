@@ -9,7 +9,7 @@ import numpy as np
 from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
 from ilora_eval.scoring import OBJECTIVES
-from ilora_eval.strategies.base import StrategyConfig
+from ilora_eval.strategies.base import StrategyConfig, at_least
 from ilora_eval.search import SearchConfig, WeightSearch, run_lockstep
 
 
@@ -21,10 +21,13 @@ class SearchArgs(StrategyConfig, SearchConfig):
     loss: str = "lorahub"
 
     def validate(self) -> None:
+        super().validate()
         if self.loss not in OBJECTIVES:
             raise IloraError(f"loss={self.loss!r} is unknown; choose one of {', '.join(OBJECTIVES)}")
-        if self.budget < 1 or self.bound <= 0:
-            raise IloraError(f"budget={self.budget} and bound={self.bound} must be positive")
+        at_least(self, "n_adapt", 1, why=" (the adaptation examples the weights are learned on)")
+        at_least(self, "budget", 1, why=" (search steps)")
+        at_least(self, "bound", 0, strict=True, why=" (weights are searched in [-bound, bound])")
+        at_least(self, "l1", 0)
 
 
 @dataclass

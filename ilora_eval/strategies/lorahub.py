@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 
 from ilora_eval.errors import IloraError
-from ilora_eval.strategies.base import Routing, Strategy
+from ilora_eval.strategies.base import Routing, Strategy, at_least
 from ilora_eval.strategies.fit import TaskFit
 from ilora_eval.strategies.learned import SearchArgs, SearchJob, learn_weights
 
@@ -14,6 +14,10 @@ from ilora_eval.strategies.learned import SearchArgs, SearchJob, learn_weights
 @dataclass
 class LoraHubConfig(SearchArgs):
     n_modules: int = 20
+
+    def validate(self) -> None:
+        super().validate()
+        at_least(self, "n_modules", 1, why=" (adapters drawn from the library)")
 
 
 class LoraHubStrategy(Strategy, name="lorahub"):

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ilora_eval.composition import Composition
-from ilora_eval.errors import IloraError
-from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, check_top_k, top_k
+from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, at_least, check_top_k, top_k
 
 
 @dataclass
@@ -18,8 +17,9 @@ class RetrieveFuseConfig(StrategyConfig):
     temperature: float = 0.1
 
     def validate(self) -> None:
-        if self.temperature <= 0:
-            raise IloraError(f"temperature={self.temperature} must be positive")
+        super().validate()
+        at_least(self, "top_k", 1, why=" (adapters per document)")
+        at_least(self, "temperature", 0, strict=True)
 
 
 def softmax(x: np.ndarray, temperature: float) -> np.ndarray:

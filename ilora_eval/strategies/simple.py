@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ilora_eval.composition import Composition
-from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, check_top_k, top_k
+from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, at_least, check_top_k, top_k
 from ilora_eval.strategies.fit import TaskFit
 
 
@@ -21,6 +21,10 @@ class BaseStrategy(Strategy, name="base"):
 @dataclass
 class UniformConfig(StrategyConfig):
     top_k: int = 0  # 0: all adapters; k: the k nearest to each document
+
+    def validate(self) -> None:
+        super().validate()
+        at_least(self, "top_k", 0, why=" (0: all adapters)")
 
 
 class UniformStrategy(Strategy, name="uniform"):
@@ -40,6 +44,10 @@ class UniformStrategy(Strategy, name="uniform"):
 @dataclass
 class SingleBestConfig(StrategyConfig):
     n_adapt: int = 5
+
+    def validate(self) -> None:
+        super().validate()
+        at_least(self, "n_adapt", 1, why=" (the adaptation examples the adapter is chosen on)")
 
 
 class SingleBestStrategy(Strategy, name="single_best"):
