@@ -277,14 +277,23 @@ def _differences(runs: list[Run]) -> list[str]:
     keys = dict.fromkeys(k for r in runs for k in r.settings)
     out = []
     if len({_same(r.family) for r in runs}) > 1:
-        out.append("model/strategy/base model: " + " / ".join(dict.fromkeys(
-            "/".join(str(x) for x in r.family if x is not None) for r in runs)))
+        out.append("model or strategy: " + " / ".join(dict.fromkeys(_family_text(r.family) for r in runs)))
     for k in keys:
         values = {_same(r.settings[k][0]) if k in r.settings else "<absent>": r for r in runs}
         if len(values) > 1:
             texts = dict.fromkeys(_setting_text(r, k) for r in values.values())
             out.append(f"{k}: " + " / ".join(texts))
     return out
+
+
+def _family_text(family: tuple) -> str:
+    """("ilora", strategy, base) -> `ilora:strategy@base`; (model, base, peft) -> `model(peft=p)@base`."""
+    if len(family) == 3 and family[0] == "ilora":
+        return f"ilora:{family[1]}" + (f"@{family[2]}" if family[2] else "")
+    if len(family) == 3:
+        model, base, peft = family
+        return f"{model}" + (f"(peft={peft})" if peft else "") + (f"@{base}" if base else "")
+    return "/".join(str(x) for x in family)
 
 
 def _setting_text(run: Run, key: str) -> str:
@@ -316,7 +325,7 @@ def separating_settings(groups: list[Group]) -> list[str]:
     families: dict[str, list[Run]] = {}
     for r in firsts:
         families.setdefault(_same(r.family), []).append(r)
-    out = [d for d in _differences(firsts) if d.startswith("model/strategy")] if len(families) > 1 else []
+    out = [d for d in _differences(firsts) if d.startswith("model or strategy")] if len(families) > 1 else []
     for members in families.values():
         for d in _differences(members):
             if d not in out:
