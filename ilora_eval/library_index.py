@@ -23,18 +23,52 @@ CENTROIDS = "centroids.safetensors"
 INDEX_VERSION = 1
 
 
-def build_index(library: LoraLibrary, embedder: Embedder, *, max_texts: int = 200, progress: bool = True) -> Path:
+CHUNK_TEXTS = 4096  # texts per encoder call: one stream over all adapters, bounded memory
+
+
+def missing_texts_message(names: list[str], library_arg: str = "LIB") -> str:
+    """One line naming every adapter without texts (the first 20, then a count), and the fixes."""
+    shown = repr(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return (f"adapters {shown} have no texts.jsonl (or it is empty); add a sample of each adapter's training texts as "
+            f"texts.jsonl, or sample them from a local dataset: `ilora-eval library build {library_arg} --texts-from DATA "
+            "--task-column COLUMN` (strategies arrow, lorahub and uniform need no texts)")
+
+
+def build_index(library: LoraLibrary, embedder: Embedder, *, max_texts: int = 200, progress: bool = True,
+                chunk: int = CHUNK_TEXTS) -> Path:
     missing = [e.name for e in library.entries if not library.texts.get(e.name)]
     if missing:
-        raise IloraError(f"adapters {missing[:5]} have no texts.jsonl (or it is empty); add a sample of each adapter's "
-                         "training texts as texts.jsonl before building the index")
+        raise IloraError(missing_texts_message(missing))
     from tqdm.auto import tqdm
 
     centroids = {}
-    for entry in tqdm(library.entries, desc="Embedding adapter texts", disable=not progress):
-        emb = embedder.encode(library.texts[entry.name][:max_texts])
-        c = emb.mean(axis=0)
-        centroids[entry.name] = torch.from_numpy(c / max(np.linalg.norm(c), 1e-12))
+    counts = [min(len(library.texts[e.name]), max_texts) for e in library.entries]
+    bar = tqdm(total=sum(counts), desc=f"Embedding the texts of {len(library)} adapters", unit="text",
+               disable=not progress)
+    group: list[str] = []
+    texts: list[str] = []
+
+    def flush():
+        # one encoder call for the whole group; each centroid is the mean of its own rows, the same
+        # numbers as encoding the adapter's texts alone (for embedders that embed each text alone)
+        emb = embedder.encode(texts) if texts else None
+        start = 0
+        for name in group:
+            n = min(len(library.texts[name]), max_texts)
+            c = emb[start:start + n].mean(axis=0)
+            centroids[name] = torch.from_numpy(c / max(np.linalg.norm(c), 1e-12))
+            start += n
+        bar.update(len(texts))
+        group.clear()
+        texts.clear()
+
+    for entry, n in zip(library.entries, counts):
+        group.append(entry.name)
+        texts.extend(library.texts[entry.name][:max_texts])
+        if len(texts) >= chunk:
+            flush()
+    flush()
+    bar.close()
     meta = {
         "version": INDEX_VERSION,
         "embedder": embedder.name,

