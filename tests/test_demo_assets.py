@@ -90,75 +90,113 @@ def test_each_lora_beats_the_base_on_its_skill(assets, scores):
     assert len(good) >= len(scores) - 1, table
 
 
-def test_demo_tasks_are_unseen_and_disjoint(assets):
-    assert assets.tasks == ["demo_mixed", "demo_compose"]
+def test_demo_tasks_are_unseen_and_distinct(assets):
+    from ilora_eval.demo.tasks import SPECS_BY_NAME, tasks_for
+
+    assert assets.tasks == [t.name for t in tasks_for(assets.skills)]
+    kinds = {SPECS_BY_NAME[t].kind for t in assets.tasks}
+    assert kinds == {"mixture", "composition", "paraphrase"}  # the quick library still has one of each
+    names = {c.name: c for c in COMPOSITES}
     for task in assets.tasks:
-        files = assets.task_files(task)
-        test, adapt = read_jsonl(files["test"]), read_jsonl(files["adapt"])
-        assert len(adapt) == N_ADAPT and len(test) >= 15
-        test_inputs = [d["input"] for d in test]
-        assert len(set(test_inputs)) == len(test_inputs)
-        assert not {d["input"] for d in adapt} & set(test_inputs)
-        for doc in test + adapt:
+        spec = SPECS_BY_NAME[task]
+        pool = read_jsonl(assets.data_file(task))
+        assert len(pool) > N_ADAPT + 10
+        inputs = [d["input"] for d in pool]
+        assert len(set(inputs)) == len(inputs)  # no adaptation document can repeat a scored one
+        for doc in pool:
             assert doc["input"].endswith("\nAnswer:") and doc["target"].startswith(" ")
             assert "\n" not in doc["target"]
-    mixed = read_jsonl(assets.task_files("demo_mixed")["test"])
-    assert {d["source_skill"] for d in mixed} == set(assets.mixed_skills)
-    assert len(assets.mixed_skills) >= 4
-    assert mixed[0]["source_skill"] != mixed[1]["source_skill"]  # interleaved
-    for doc in mixed:  # new wording, never the training one
-        skill = get_skill(doc["source_skill"])
-        assert doc["input"].startswith(skill.new_instruction + ": ")
-        assert not doc["input"].startswith(skill.instruction + ": ")
-    compose = read_jsonl(assets.task_files("demo_compose")["test"])
-    names = {c.name: c for c in COMPOSITES}
-    for doc in compose:
-        comp = names[doc["source_skill"]]
-        payload = doc["input"].split(": ", 1)[1].removesuffix("\nAnswer:")
-        mid = get_skill(comp.first).answer(payload)
-        assert doc["target"] == " " + get_skill(comp.second).answer(mid)
-        assert doc["source_skill"] not in SKILLS and comp.name not in assets.skills
+            payload = doc["input"].split(": ", 1)[1].removesuffix("\nAnswer:")
+            if spec.kind == "composition":
+                comp = names[doc["source_skill"]]
+                assert doc["input"].startswith(comp.instruction + ": ")
+                mid = get_skill(comp.first).answer(payload)
+                assert doc["target"] == " " + get_skill(comp.second).answer(mid)
+                assert comp.name not in assets.skills
+            else:  # new wording, never the one the skill's LoRA was trained on
+                skill = get_skill(doc["source_skill"])
+                assert doc["input"].startswith(skill.new_instruction + ": ")
+                assert not doc["input"].startswith(skill.instruction + ": ")
+                assert doc["target"] == " " + skill.answer(payload)
+        if spec.kind == "mixture":
+            assert {d["source_skill"] for d in pool} == set(spec.parts)
+            assert pool[0]["source_skill"] != pool[1]["source_skill"]  # interleaved
 
 
-def test_task_yamls(assets):
+def test_task_yamls(assets, tmp_path):
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: ("function", loader.construct_scalar(node)))
+    tasks_dir = assets.write_tasks(tmp_path / "tasks")
     for task in assets.tasks:
-        cfg = yaml.safe_load((assets.tasks_dir / f"{task}.yaml").read_text())
+        cfg = yaml.load((tasks_dir / f"{task}.yaml").read_text(), Loader=Loader)
         assert cfg["task"] == task and cfg["output_type"] == "generate_until"
+        assert cfg["custom_dataset"] == ("function", "ilora_eval.tasks.common.load_unseen")
         assert cfg["generation_kwargs"]["until"] == ["\n"] and cfg["generation_kwargs"]["do_sample"] is False
         assert cfg["test_split"] == "test" and cfg["fewshot_split"] == "adapt" and cfg["num_fewshot"] == 0
         assert cfg["target_delimiter"] == ""
-        files = cfg["dataset_kwargs"]["data_files"]
-        assert Path(files["test"]).is_absolute() and Path(files["test"]).is_file()
-        assert Path(files["adapt"]).is_file()
-    group = yaml.safe_load((assets.tasks_dir / "demo.yaml").read_text())
+        unseen = cfg["dataset_kwargs"]["unseen"]
+        assert unseen["task"] == task and unseen["n_adapt"] == N_ADAPT
+        assert Path(unseen["data_files"]).is_absolute() and Path(unseen["data_files"]).is_file()
+    group = yaml.safe_load((tasks_dir / "demo.yaml").read_text())
     assert group["group"] == assets.group and group["task"] == assets.tasks
 
 
-def test_task_yamls_load_in_lm_eval(assets):
+@pytest.mark.parametrize("adapt_seed", [None, 3])
+def test_task_yamls_load_in_lm_eval(assets, tmp_path, adapt_seed):
+    """The pack's split: a fixed held-out draw, or the per-seed protocol (`adapt_seed`: the pool
+    shuffled with the seed, the first 5 adapt) -- checked against the pool and the reference shuffle."""
+    import random
+
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    manager = TaskManager(include_path=str(assets.tasks_dir), include_defaults=False)
+    meta = {} if adapt_seed is None else {"adapt_seed": adapt_seed}
+    manager = TaskManager(include_path=str(assets.write_tasks(tmp_path / "tasks")), include_defaults=False,
+                          metadata=meta)
     tasks = get_task_dict(assets.tasks, manager)
     for name in assets.tasks:
         task = tasks[name]
-        docs = list(task.test_docs())
-        assert len(docs) == len(read_jsonl(assets.task_files(name)["test"]))
+        pool = read_jsonl(assets.data_file(name))
+        docs, adapt = list(task.test_docs()), list(task.fewshot_docs())
+        assert len(adapt) == N_ADAPT and len(docs) == len(pool) - N_ADAPT
+        assert not {d["input"] for d in adapt} & {d["input"] for d in docs}
         assert task.doc_to_text(docs[0]) == docs[0]["input"]
         assert task.doc_to_target(docs[0]) == docs[0]["target"]
-        assert len(list(task.fewshot_docs())) == N_ADAPT
+        if adapt_seed is not None:
+            order = list(range(len(pool)))
+            random.Random(adapt_seed).shuffle(order)
+            assert [d["input"] for d in adapt + docs] == [pool[i]["input"] for i in order]
 
 
-def test_moved_root_gets_fresh_yaml_paths(assets, tmp_path):
+def test_manifest_hash_covers_every_file(assets, tmp_path):
+    """The assets' hash is sha256 over `path<TAB>sha256` of every file (recomputed here from the
+    bytes); a changed, missing or extra file makes the copy unusable instead of silently different."""
     import shutil
 
-    moved = tmp_path / "moved"
-    shutil.copytree(assets.root, moved)
-    loaded = load_assets(moved, quick=True)
-    assert loaded is not None
-    text = (moved / "tasks" / "demo_mixed.yaml").read_text()
-    assert str((moved / "data").resolve()) in text and str(assets.root) not in text
+    manifest = json.loads((assets.root / MANIFEST).read_text())
+    files = {p.relative_to(assets.root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(assets.root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    assert manifest["files"] == files
+    expected = hashlib.sha256("".join(f"{k}\t{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
+    assert assets.hash == manifest["assets_hash"] == expected
+    for damage in ("change", "remove", "add"):
+        copy = tmp_path / damage
+        shutil.copytree(assets.root, copy)
+        weights = copy / "library" / assets.skills[0] / "adapter_model.safetensors"
+        if damage == "change":
+            data = bytearray(weights.read_bytes())
+            data[-1] ^= 1
+            weights.write_bytes(bytes(data))
+        elif damage == "remove":
+            weights.unlink()
+        else:
+            (copy / "data" / "extra.jsonl").write_text("{}\n")
+        assert load_assets(copy, quick=True) is None, damage
+    shutil.copytree(assets.root, tmp_path / "intact")
+    assert load_assets(tmp_path / "intact", quick=True).hash == assets.hash
 
 
 def test_tokenizer_round_trips_task_text(assets):
@@ -167,7 +205,7 @@ def test_tokenizer_round_trips_task_text(assets):
     tok = AutoTokenizer.from_pretrained(str(assets.base_dir))
     assert tok.pad_token is not None and tok.eos_token is not None
     for task in assets.tasks:
-        for doc in read_jsonl(assets.task_files(task)["test"]):
+        for doc in read_jsonl(assets.data_file(task)):
             text = doc["input"] + doc["target"]
             ids = tok(text, add_special_tokens=False)["input_ids"]
             assert tok.unk_token_id not in ids

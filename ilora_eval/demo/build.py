@@ -1,71 +1,71 @@
-"""Deterministic builder of the demo assets: a tiny base model, a LoRA skill library, demo tasks.
+"""The demo assets: a tiny base model, a LoRA skill library and the unseen demo tasks.
 
-    assets = build_assets(default_root())        # ~30-45 s on one CPU core, then cached
+The assets SHIP with the package (``ilora_eval/demo/assets/``, about 2 MB), so every machine
+evaluates the identical model: ``shipped_assets()`` loads them and checks their hash.
+``build_assets`` retrains them deterministically (``ilora-eval demo --rebuild``, or
+``python -m ilora_eval.demo.build --ship`` to refresh the shipped copy)::
+
+    assets = shipped_assets()                    # the committed files, hash-checked
+    assets = build_assets(default_root())        # retrain (~1 min on one CPU core), then cached
     assets = build_assets(tmp, quick=True)       # a 6-skill library for tests (~15-20 s)
 
-Layout under the root::
+Layout under a root::
 
-    manifest.json                  written last; a matching one makes build_assets a no-op
+    manifest.json                  written last; lists every file with its sha256, and the
+                                   assets' hash (``assets_hash``: a hash of that list)
     base/                          LlamaForCausalLM + tokenizer (save_pretrained)
     library/<skill>/               PEFT LoRA (adapter_config.json, adapter_model.safetensors)
                                    + texts.jsonl (a sample of its training texts)
-    data/<task>.jsonl              unseen demo tasks: input, target, source_skill
-    data/<task>_adapt.jsonl        5 adaptation documents, disjoint from the test documents
+    data/<task>.jsonl              unseen demo tasks: one pool of documents per task (tasks.py)
     skills_eval/<skill>.jsonl      held-out examples of each skill (training wording)
-    tasks/<task>.yaml, demo.yaml   lm-eval tasks (absolute paths; pass tasks/ to --include_path)
 
+Nothing else is written into a root: the lm-eval YAMLs (absolute paths) and the library index
+are written at run time elsewhere (``run.py``), so the shipped folder stays as committed.
 Everything is seeded (``random.Random`` streams, ``torch.manual_seed``) and trained on one
 thread, so two builds with the same seed and flags give byte-identical weight files on one
-machine and software stack.
+machine and software stack (another CPU or torch may round differently: hence shipping).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ilora_eval.demo import tasks as demo_tasks
 from ilora_eval.demo.skills import KNOWN_WORDS, SKILLS, get_skill, prompt, target
 from ilora_eval.demo.specs import LoraSpec, ModelSpec, TrainPlan
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 MANIFEST = "manifest.json"
 N_TEXTS = 32
 N_SKILL_EVAL = 40
+ASSET_DIRS = ("base", "library", "data", "skills_eval")  # everything the hash covers
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     skills: tuple[str, ...]
-    mixed_skills: tuple[str, ...]  # skills of demo_mixed (a subset of ``skills``)
     plan: TrainPlan
-    n_mixed_per_skill: int
-    n_compose: int
     model: ModelSpec = ModelSpec()
     lora: LoraSpec = LoraSpec()
 
 
 FULL = BuildConfig(
     skills=tuple(s.name for s in SKILLS),
-    mixed_skills=("twice", "max_digit", "add", "next_day", "any_true", "word_length"),
     plan=TrainPlan(pretrain_steps=600, pretrain_batch=48, pretrain_lr=7e-3,
                    lora_steps=100, lora_batch_per_skill=4, lora_lr=1e-2),
-    n_mixed_per_skill=10,
-    n_compose=30,
 )
 
 QUICK = BuildConfig(
     skills=("twice", "spell_digit", "max_digit", "min_digit", "count_items", "any_true"),
-    mixed_skills=("twice", "max_digit", "count_items", "any_true", "spell_digit"),
     plan=TrainPlan(pretrain_steps=250, pretrain_batch=48, pretrain_lr=7e-3,
                    lora_steps=100, lora_batch_per_skill=6, lora_lr=1e-2),
-    n_mixed_per_skill=6,
-    n_compose=16,
 )
 
 
@@ -74,40 +74,72 @@ class DemoAssets:
     root: Path
     base_dir: Path  # base model + tokenizer (``from_pretrained``-able)
     library_dir: Path  # one PEFT adapter directory per skill
-    tasks_dir: Path  # lm-eval YAMLs: pass to ``lm_eval --include_path``
-    data_dir: Path  # task JSONL files
+    data_dir: Path  # task JSONL pools
     skills_eval_dir: Path  # <skill>.jsonl held-out examples per skill
     skills: list[str]  # adapter names, in library order
-    tasks: list[str]  # lm-eval task names (``demo_mixed``, ``demo_compose``)
+    tasks: list[str]  # lm-eval task names
     group: str  # lm-eval group over ``tasks``
     quick: bool
     seed: int
     build_seconds: float
-    mixed_skills: list[str] = field(default_factory=list)
+    hash: str  # assets_hash of the files (checked against the manifest when loaded)
+    shipped: bool = False  # the package's committed assets (not a build of this machine)
 
     def adapter_dir(self, skill: str) -> Path:
         return self.library_dir / skill
 
-    def task_files(self, task: str) -> dict[str, Path]:
-        """``{"test": ..., "adapt": ...}`` JSONL paths of one demo task."""
-        return demo_tasks.data_files(self.data_dir, task)
+    def data_file(self, task: str) -> Path:
+        return demo_tasks.data_file(self.data_dir, task)
 
     def skill_eval_file(self, skill: str) -> Path:
         return self.skills_eval_dir / f"{skill}.jsonl"
 
+    def write_tasks(self, tasks_dir: Path) -> Path:
+        """lm-eval YAMLs of the demo tasks (absolute paths to ``data_dir``) into ``tasks_dir``:
+        pass it to ``TaskManager(include_path=...)`` / ``--include_path``."""
+        return demo_tasks.write_task_yamls(tasks_dir, self.data_dir, self.tasks)
+
+
+def shipped_root() -> Path:
+    """The assets committed with the package."""
+    return Path(__file__).resolve().parent / "assets"
+
 
 def default_root() -> Path:
-    """``$ILORA_EVAL_CACHE/demo``, else ``~/.cache/ilora-eval/demo``."""
+    """Where ``--rebuild`` retrains: ``$ILORA_EVAL_CACHE/demo``, else ``~/.cache/ilora-eval/demo``."""
     cache = os.environ.get("ILORA_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ilora-eval")
     return Path(cache) / "demo"
 
 
-def _assets(root: Path, manifest: dict) -> DemoAssets:
+def _file_digest(path: Path) -> str:
+    data = path.read_bytes()
+    if path.suffix != ".safetensors":
+        data = data.replace(b"\r\n", b"\n")  # a checkout with CRLF line endings is the same asset
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every asset file under ``root`` (manifest.json excluded)."""
+    root = Path(root)
+    out = {}
+    for sub in ASSET_DIRS:
+        for p in sorted((root / sub).rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                out[p.relative_to(root).as_posix()] = _file_digest(p)
+    return dict(sorted(out.items()))
+
+
+def assets_hash(digests: dict[str, str]) -> str:
+    """The assets' hash: sha256 of the sorted ``path<TAB>sha256`` lines of every file."""
+    text = "".join(f"{rel}\t{d}\n" for rel, d in sorted(digests.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _assets(root: Path, manifest: dict, shipped: bool = False) -> DemoAssets:
     return DemoAssets(
         root=root,
         base_dir=root / "base",
         library_dir=root / "library",
-        tasks_dir=root / "tasks",
         data_dir=root / "data",
         skills_eval_dir=root / "skills_eval",
         skills=list(manifest["skills"]),
@@ -116,7 +148,8 @@ def _assets(root: Path, manifest: dict) -> DemoAssets:
         quick=bool(manifest["quick"]),
         seed=int(manifest["seed"]),
         build_seconds=float(manifest["build_seconds"]),
-        mixed_skills=list(manifest["mixed_skills"]),
+        hash=manifest["assets_hash"],
+        shipped=shipped,
     )
 
 
@@ -132,27 +165,42 @@ def _matches(manifest: dict | None, seed: int, quick: bool) -> bool:
         and manifest.get("seed") == seed and manifest.get("quick") == quick
 
 
+def check_files(root: Path, manifest: dict) -> list[str]:
+    """What differs between the files under ``root`` and its manifest (empty when they agree)."""
+    have = file_digests(root)
+    want = manifest.get("files", {})
+    problems = [f"{rel} missing" for rel in want if rel not in have]
+    problems += [f"{rel} changed" for rel in want if rel in have and have[rel] != want[rel]]
+    problems += [f"{rel} not in the manifest" for rel in have if rel not in want]
+    if not problems and assets_hash(have) != manifest.get("assets_hash"):
+        problems.append("assets_hash does not match the listed files")
+    return problems
+
+
 def load_assets(root: Path | None = None, *, quick: bool = False, seed: int = 0) -> DemoAssets | None:
-    """The assets under ``root`` if a matching build is there, else None (nothing is built)."""
+    """The assets under ``root`` if a matching, intact build is there, else None (nothing is built)."""
     root = Path(root) if root is not None else default_root()
     manifest = _read_manifest(root)
-    if not _matches(manifest, seed, quick):
-        return None
-    assets = _assets(root, manifest)
-    needed = [assets.base_dir / "model.safetensors"] + [
-        assets.adapter_dir(n) / "adapter_model.safetensors" for n in assets.skills
-    ] + [f for t in assets.tasks for f in assets.task_files(t).values()]
-    if not all(p.is_file() for p in needed):
-        return None  # damaged: build again
-    # The YAMLs hold absolute paths: rewrite them if the root was moved or copied.
-    files = assets.task_files(assets.tasks[0])
-    try:
-        yaml_text = (assets.tasks_dir / f"{assets.tasks[0]}.yaml").read_text(encoding="utf-8")
-    except OSError:
-        yaml_text = ""
-    if json.dumps(str(files["test"].resolve())) not in yaml_text:
-        demo_tasks.write_task_yamls(assets.tasks_dir, assets.data_dir)
-    return assets
+    if not _matches(manifest, seed, quick) or check_files(root, manifest):
+        return None  # another build, or damaged: build again
+    return _assets(root, manifest)
+
+
+def shipped_assets() -> DemoAssets:
+    """The package's committed assets, after checking every file against their manifest."""
+    from ilora_eval.errors import IloraError
+
+    root = shipped_root()
+    manifest = _read_manifest(root)
+    if manifest is None:
+        raise IloraError(f"the demo assets are missing from the installed package ({root} has no {MANIFEST}); "
+                         "reinstall ilora-eval, or run `ilora-eval demo --rebuild` to train them on this machine")
+    problems = check_files(root, manifest)
+    if problems:
+        raise IloraError(f"the shipped demo assets in {root} differ from their manifest ({'; '.join(problems[:3])}"
+                         f"{'; ...' if len(problems) > 3 else ''}); reinstall ilora-eval (or `git checkout` them), "
+                         "or run `ilora-eval demo --rebuild` to train them on this machine")
+    return _assets(root, manifest, shipped=True)
 
 
 def build_assets(root: Path | None = None, *, quick: bool = False, seed: int = 0,
@@ -160,8 +208,8 @@ def build_assets(root: Path | None = None, *, quick: bool = False, seed: int = 0
     """Build (or reuse) the demo assets under ``root`` (default: ``default_root()``).
 
     Idempotent: returns at once when ``root/manifest.json`` records the same builder version,
-    seed and ``quick`` flag (unless ``force``). Otherwise builds into a sibling temporary
-    directory and moves it into place, replacing an earlier demo build there.
+    seed and ``quick`` flag and the files match it (unless ``force``). Otherwise builds into a
+    sibling temporary directory and moves it into place, replacing an earlier demo build there.
     """
     from ilora_eval.errors import IloraError
 
@@ -178,7 +226,7 @@ def build_assets(root: Path | None = None, *, quick: bool = False, seed: int = 0
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        _build_into(tmp, root, quick=quick, seed=seed, log=log or (lambda msg: None))
+        _build_into(tmp, quick=quick, seed=seed, log=log or (lambda msg: None))
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
@@ -190,7 +238,7 @@ def build_assets(root: Path | None = None, *, quick: bool = False, seed: int = 0
     return assets
 
 
-def _build_into(out: Path, final_root: Path, *, quick: bool, seed: int, log) -> None:
+def _build_into(out: Path, *, quick: bool, seed: int, log) -> None:
     import torch
 
     from ilora_eval.demo.adapters import save_library
@@ -203,7 +251,7 @@ def _build_into(out: Path, final_root: Path, *, quick: bool, seed: int, log) -> 
     cfg = QUICK if quick else FULL
     start, cpu_start = time.perf_counter(), time.process_time()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # fast for a model this small, and the same arithmetic everywhere
+    torch.set_num_threads(1)  # fast for a model this small, and the same arithmetic on any core count
     try:
         skills = [get_skill(n) for n in cfg.skills]
         tokenizer = build_tokenizer(sorted(KNOWN_WORDS), n_latent=len(SKILLS))
@@ -231,15 +279,15 @@ def _build_into(out: Path, final_root: Path, *, quick: bool, seed: int, log) -> 
     for s in skills:
         demo_tasks.write_jsonl(out / "skills_eval" / f"{s.name}.jsonl",
                                demo_tasks.skill_eval_docs(s, N_SKILL_EVAL, eval_rng))
-    demo_tasks.write_data(out / "data", list(cfg.mixed_skills), cfg.n_mixed_per_skill, cfg.n_compose, seed)
-    demo_tasks.write_task_yamls(out / "tasks", final_root / "data")  # paths valid once moved
+    specs = demo_tasks.tasks_for(cfg.skills)
+    demo_tasks.write_data(out / "data", specs, seed)
+    digests = file_digests(out)
     manifest = {
         "builder_version": BUILDER_VERSION,
         "seed": seed,
         "quick": quick,
         "skills": [s.name for s in skills],
-        "mixed_skills": list(cfg.mixed_skills),
-        "tasks": list(demo_tasks.TASKS),
+        "tasks": [t.name for t in specs],
         "group": demo_tasks.GROUP,
         "config": asdict(cfg),
         "pretrain_final_loss": sum(losses[-20:]) / len(losses[-20:]),
@@ -247,6 +295,8 @@ def _build_into(out: Path, final_root: Path, *, quick: bool, seed: int, log) -> 
         "build_cpu_seconds": round(time.process_time() - cpu_start, 1),
         "seconds": {"base": round(t_base, 1), "loras": round(t_lora, 1)},
         "versions": _versions(),
+        "assets_hash": assets_hash(digests),
+        "files": digests,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
@@ -262,18 +312,23 @@ def _versions() -> dict[str, str]:
 
 
 def main(argv=None) -> int:
-    """``python -m ilora_eval.demo.build [--root DIR] [--quick] [--seed N] [--force] [--check]``"""
+    """``python -m ilora_eval.demo.build [--root DIR | --ship] [--quick] [--seed N] [--force] [--check]``"""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ilora_eval.demo.build", description=main.__doc__)
     parser.add_argument("--root", type=Path, default=None, help=f"default: {default_root()}")
+    parser.add_argument("--ship", action="store_true",
+                        help=f"retrain into the package's shipped folder ({shipped_root()}); commit the result")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
     parser.add_argument("--check", action="store_true", help="print base vs LoRA exact match per skill")
     args = parser.parse_args(argv)
-    assets = build_assets(args.root, quick=args.quick, seed=args.seed, force=args.force, log=print)
-    print(f"demo assets in {assets.root} (built in {assets.build_seconds:.1f} s)")
+    if args.ship and (args.root or args.quick or args.seed):
+        parser.error("--ship builds the full assets with seed 0 into the package; drop --root/--quick/--seed")
+    root = shipped_root() if args.ship else args.root
+    assets = build_assets(root, quick=args.quick, seed=args.seed, force=args.force or args.ship, log=print)
+    print(f"demo assets in {assets.root} (built in {assets.build_seconds:.1f} s), hash {assets.hash}")
     if args.check:
         from ilora_eval.demo.evaluate import skill_scores
 

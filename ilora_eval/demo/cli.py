@@ -1,49 +1,108 @@
-"""`ilora-eval demo`: build (or reuse) the offline demo assets and run every strategy."""
+"""`ilora-eval demo`: every strategy on the shipped demo assets, 5 seeds each, into `./ilora-demo/`."""
 
 from pathlib import Path
 
+DEFAULT_OUT = "ilora-demo"
+REFERENCE = Path("results") / "demo"  # the committed reference run, in a source checkout
+# --quick: a smoke run (tests): three tasks of the three kinds, a few documents, one seed
+QUICK_TASKS = ("demo_mix_six", "demo_twice_max", "demo_para_count")
+QUICK_LIMIT = 6
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="offline demo: a tiny model, a LoRA skill library, every strategy")
-    p.add_argument("--out", default="results/demo",
-                   help="where report.md (with its tables, pictures and CSV files) and the lm-eval runs go")
-    p.add_argument("--root", default=None, help="asset cache (default: ~/.cache/ilora-eval/demo)")
-    p.add_argument("--rebuild", action="store_true", help="rebuild the assets deterministically")
-    p.add_argument("--quick", action="store_true", help="a 6-skill library and one seed unless --seeds (for tests)")
-    p.add_argument("--seeds", default=None, help="seeds for the seeded strategies (default: 1,2,3)")
-    p.add_argument("--strategies", default=None, help="comma-separated subset (default: all)")
+    p = sub.add_parser("demo", help="offline demo: a tiny model, a LoRA skill library, every strategy over 5 seeds")
+    p.add_argument("--out", default=None,
+                   help=f"where report.md, its tables and pictures and the lm-eval runs go (default: ./{DEFAULT_OUT}); "
+                        "must be new or empty, or an earlier demo's with --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output in --out")
+    p.add_argument("--refresh-reference", action="store_true",
+                   help="rewrite the committed reference run results/demo/ of this source checkout (full demo only)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="retrain the assets on this machine (into --root) instead of the shipped ones")
+    p.add_argument("--root", default=None, help="where --rebuild trains (default: ~/.cache/ilora-eval/demo)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: {len(QUICK_TASKS)} tasks, {QUICK_LIMIT} documents each, seed 1 unless --seeds")
+    p.add_argument("--seeds", default=None, help="seeds, every strategy runs each (default: 1,2,3,4,5)")
+    p.add_argument("--strategies", default=None, help="comma-separated subset of the rows (default: all)")
     p.add_argument("--embedder", default=None, help="sentence embedder (default: all-MiniLM-L6-v2, offline)")
-    p.add_argument("--limit", type=int, default=None, help="documents per task")
+    p.add_argument("--limit", type=int, default=None, help="scored documents per task")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see docs/demo.md)")
+    p.add_argument("--no-fit-cache", action="store_true",
+                   help="recompute every learned composition (default: reuse the demo's fit cache)")
     p.set_defaults(func=_run)
+
+
+def _checkout_root() -> Path | None:
+    """The source checkout this package runs from (editable install), else None."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / ".git").exists() and (root / "pyproject.toml").is_file() else None
 
 
 def _run(args) -> int:
     import logging
     import time
 
+    from ilora_eval.errors import IloraError
+
     start = time.perf_counter()
     for name in ("lm_eval", "lm-eval", "transformers", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    from ilora_eval.compare.report import summary_markdown, table_markdown
-    from ilora_eval.demo.build import build_assets
-    from ilora_eval.demo.run import run_demo, verdict
+    if args.threads < 1:
+        raise IloraError(f"--threads {args.threads}: give 1 or more")
+    if args.refresh_reference:
+        if args.out is not None:
+            raise IloraError("--refresh-reference writes results/demo/ of the checkout; drop --out")
+        partial = [f for f in ("quick", "seeds", "strategies", "limit", "embedder", "rebuild")
+                   if getattr(args, f) not in (None, False)]
+        if partial or args.threads != 1:
+            raise IloraError(f"--refresh-reference writes the committed reference run: run the full demo "
+                             f"(drop --{(partial or ['threads'])[0].replace('_', '-')})")
+        checkout = _checkout_root()
+        if checkout is None:
+            raise IloraError("--refresh-reference needs a source checkout (pip install -e .); use --out DIR instead")
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    from ilora_eval.demo import run as demo_run
+    from ilora_eval.demo.build import build_assets, default_root, shipped_assets
 
-    print("ilora-eval demo: building the demo assets (cached after the first run)...")
-    assets = build_assets(Path(args.root) if args.root else None, quick=args.quick, force=args.rebuild)
-    print(f"  base model {assets.base_dir}, {len(assets.skills)} LoRA skills, tasks {', '.join(assets.tasks)}")
-    seeds = tuple(int(s) for s in (args.seeds or "1,2,3").split(","))
-    if args.quick and args.seeds is None:
-        seeds = seeds[:1]
+    if args.refresh_reference:
+        out = checkout / REFERENCE
+    else:
+        out = demo_run.prepare_out(Path(args.out or DEFAULT_OUT), overwrite=args.overwrite)
+    if args.rebuild:
+        print("ilora-eval demo: retraining the demo assets on this machine (--rebuild)...")
+        assets = build_assets(Path(args.root) if args.root else default_root(), force=True, log=print)
+    else:
+        if args.root:
+            raise IloraError("--root is where --rebuild trains; without --rebuild the shipped assets are used")
+        assets = shipped_assets()
+    source = "shipped" if assets.shipped else f"rebuilt in {assets.root}"
+    print(f"ilora-eval demo: assets {source}, hash {assets.hash[:16]}: {len(assets.skills)} LoRA skills, "
+          f"{len(assets.tasks)} tasks")
+    limit = args.limit
+    if args.quick:
+        assets.tasks = [t for t in QUICK_TASKS if t in assets.tasks]
+        seeds = seeds or (1,)
+        limit = limit or QUICK_LIMIT
+    seeds = seeds or demo_run.DEFAULT_SEEDS
     strategies = args.strategies.split(",") if args.strategies else None
-    print("running every strategy through lm-eval's evaluator:")
-    result = run_demo(assets, Path(args.out), seeds=seeds, strategies=strategies, embedder=args.embedder,
-                      limit=args.limit)
+    if args.refresh_reference:
+        demo_run.clear_reference(out)
+    n_rows = len(strategies or demo_run.STRATEGY_ARGS)
+    print(f"running {n_rows} strategies x {len(seeds)} seeds through lm-eval's evaluator "
+          f"(per-seed protocol: adapt_seed = seed):")
+    result = demo_run.run_demo(assets, out, seeds=seeds, strategies=strategies, embedder=args.embedder,
+                               limit=limit, threads=args.threads, fit_cache=not args.no_fit_cache)
+    result.seconds["total"] = time.perf_counter() - start
+    settings = {"quick": args.quick, "limit": limit, "embedder": args.embedder or "default",
+                "threads": args.threads, "fit_cache": not args.no_fit_cache}
+    demo_run.write_record(result, out, settings)
+    from ilora_eval.compare.report import summary_markdown
+
     c = result.comparison
     print()
     print(summary_markdown(c, digits=3))
-    print(table_markdown(c, digits=3).split("\n\n")[0])
     print()
-    print(verdict(result))
-    print(f"\nwrote {c.out_dir / 'report.md'} with {', '.join(n for n in c.written if n != 'report.md')} "
-          f"and runs/ (lm-eval JSONs, routing logs) in {time.perf_counter() - start:.0f} s")
+    print(demo_run.verdict(result))
+    print(f"\nwrote {out / 'report.md'} (assets hash {assets.hash}) with its tables and pictures, "
+          f"runs/ (lm-eval JSONs, routing logs) and {demo_run.RECORD} in {time.perf_counter() - start:.0f} s")
     return 0

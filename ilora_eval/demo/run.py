@@ -1,17 +1,30 @@
-"""Runs every strategy on the demo tasks through lm-eval's evaluator and reports them with
-`ilora-eval compare` (seed groups, intervals, win/loss strip against LoraHub, adapter usage).
+"""Runs every strategy on the demo tasks through lm-eval's evaluator, every strategy over the same
+seeds under the per-seed protocol, and reports them with `ilora-eval compare` (seed groups,
+seed-aware intervals, wins on k of n tasks against LoraHub, adapter usage).
 
-All runs share one process and one TaskManager (the stock CLI would spend ~25 s starting up per
-run), but each is a real `simple_evaluate` of the `ilora` model class, written in lm-eval's own
+Per-seed protocol (the task pack's `--metadata '{"adapt_seed": S}'`): seed S redraws each task's
+5 adaptation documents and so its scored documents, and is the strategy's seed (LoraHub's module
+draw, the weight searches). Every strategy runs every seed, so a group's spread over seeds is
+measured, not assumed.
+
+All runs share one process (the stock CLI would spend ~25 s starting up per run), but each is a
+real `simple_evaluate` of the `ilora` model class over all demo tasks, written in lm-eval's own
 results layout (plus the routing log beside it) so `ilora-eval compare` reads it like any run.
+Torch runs on ONE thread by default: for a model this small it is the fastest setting on a shared
+CPU, and the arithmetic does not depend on how many cores a machine has.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from ilora_eval.errors import IloraError
 
 # row label -> (strategy, model args) for a 13-adapter library: LoraHub draws 6, iLoraComp
 # retrieves 3 per example, retrieval-and-fusion takes the 2 nearest
@@ -25,14 +38,16 @@ STRATEGY_ARGS = {
     "retrieve_fuse": ("retrieve_fuse", {"top_k": 2}),
     "arrow": ("arrow", {"arrow_k": 2}),
 }
-# Only LoraHub's draw depends on the seed. iLoraComp's searches (Cobyla under NGOpt) and the
-# training-free strategies are deterministic given the 5 adaptation examples: one run stands for all.
-SEEDED = {"lorahub"}
+# Deterministic given their adaptation examples (no draw, no search): their spread over seeds is
+# the adaptation-example draw and the scored documents only. base ignores the examples entirely.
+DETERMINISTIC_GIVEN_EXAMPLES = ("base", "uniform", "single_best", "retrieve_fuse", "arrow")
+DEFAULT_SEEDS = (1, 2, 3, 4, 5)
+RECORD = "demo.json"  # the run's record; also marks a folder as a demo's output
 
 
 @dataclass
 class DemoRun:
-    strategy: str
+    strategy: str  # row label (STRATEGY_ARGS)
     seed: int
     scores: dict[str, float]
     seconds: float
@@ -43,94 +58,167 @@ class DemoRun:
 class DemoResult:
     runs: list[DemoRun]
     tasks: list[str]
+    seeds: list[int]
+    assets: object = None  # DemoAssets
     comparison: object = None  # ilora_eval.compare.Comparison
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_demo(assets, out_dir: Path, *, seeds=(1, 2, 3), strategies=None, embedder=None, limit=None,
-             progress=print) -> DemoResult:
+def work_dir(assets, cache: Path | None = None) -> Path:
+    """The demo's scratch space for these assets (task YAMLs, library manifest and index, fits):
+    `$ILORA_EVAL_CACHE/demo-work/<hash>` or `~/.cache/ilora-eval/demo-work/<hash>`, never the
+    package folder (the shipped assets stay exactly as committed)."""
+    if cache is None:
+        cache = Path(os.environ.get("ILORA_EVAL_CACHE") or Path.home() / ".cache" / "ilora-eval")
+    return Path(cache) / "demo-work" / assets.hash[:16]
+
+
+def library_manifest(assets, work: Path, embedder: str | None) -> Path:
+    """A manifest listing the assets' adapters (sorted: the order a folder would give, so LoraHub's
+    draw is the same); its index is written beside it (`<manifest>.index/`), one per embedder."""
+    slug = "".join(c if c.isalnum() else "-" for c in (embedder or "default"))
+    path = work / f"library-{slug}.json"
+    entries = [{"path": str(assets.adapter_dir(s).resolve())} for s in sorted(assets.skills)]
+    text = json.dumps({"adapters": entries}, indent=2) + "\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def _process_settings(threads: int):
+    """One process, many runs: torch threads as asked, and what is the same for every run computed
+    once (lm-eval's environment report shells out to pip for seconds per run; the embedder)."""
+    import lm_eval.evaluator as evaluator
+    import torch
+
+    import ilora_eval.embeddings as embeddings
+
+    saved = (torch.get_num_threads(), evaluator.add_env_info, evaluator.get_git_commit_hash,
+             embeddings.load_embedder)
+    env: dict = {}
+    embedders: dict = {}
+
+    def add_env_info(results):
+        if not env:
+            probe: dict = {}
+            saved[1](probe)
+            env.update(probe)
+        results.update(json.loads(json.dumps(env)))
+
+    def load_embedder(name, device="cpu"):
+        if (name, device) not in embedders:
+            embedders[(name, device)] = saved[3](name, device=device)
+        return embedders[(name, device)]
+
+    git = saved[2]()
+    torch.set_num_threads(threads)
+    evaluator.add_env_info, evaluator.get_git_commit_hash = add_env_info, (lambda: git)
+    embeddings.load_embedder = load_embedder
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        evaluator.add_env_info, evaluator.get_git_commit_hash, embeddings.load_embedder = saved[1:]
+
+
+def run_demo(assets, out_dir: Path, *, seeds=DEFAULT_SEEDS, strategies=None, embedder=None, limit=None,
+             threads: int = 1, cache: Path | None = None, fit_cache: bool = True, progress=print,
+             report_out: bool = True, title: str | None = None) -> DemoResult:
+    """Every strategy (row label) x every seed on all of `assets.tasks`, into `out_dir/runs/`, then
+    the compare report into `out_dir` (unless `report_out` is false). `out_dir` must be empty or new
+    (see `prepare_out`)."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from ilora_eval.model_wrappers.ilora_lm import IloraLM
 
+    labels = list(strategies or STRATEGY_ARGS)
+    bad = [s for s in labels if s not in STRATEGY_ARGS]
+    if bad:
+        raise IloraError(f"--strategies: {bad[0]!r} is not a demo row; choose from {', '.join(STRATEGY_ARGS)}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise IloraError(f"--seeds {','.join(map(str, seeds))}: give distinct non-negative seeds, e.g. 1,2,3,4,5")
     out_dir = Path(out_dir)
     runs_dir = out_dir / "runs"
-    manager = TaskManager(include_path=str(assets.tasks_dir), include_defaults=False)
+    work = work_dir(assets, cache)
+    tasks_dir = assets.write_tasks(work / "tasks")
+    library = library_manifest(assets, work, embedder)
+    fits = str(work / "fits") if fit_cache else "false"
+    redact = {str(assets.root.resolve()): "<demo-assets>", str(work.resolve()): "<demo-work>", str(Path.home()): "~"}
+    start = time.perf_counter()
     runs = []
-    for label in strategies or list(STRATEGY_ARGS):
-        if label not in STRATEGY_ARGS:
-            from ilora_eval.errors import IloraError
-
-            raise IloraError(f"--strategies: {label!r} is not a demo row; choose from {', '.join(STRATEGY_ARGS)}")
-        strategy, args = STRATEGY_ARGS[label]
-        for seed in (seeds if strategy in SEEDED else seeds[:1]):
-            start = time.perf_counter()
-            run_dir = runs_dir / _run_dir_name(label, seed)
-            stamp = _clear(run_dir)
-            lm = IloraLM(pretrained=str(assets.base_dir), library=str(assets.library_dir), strategy=strategy,
-                         embedder=embedder, device="cpu", batch_size=32, progress=False, fit_cache="false",
-                         check_base=False, routing_log=str(run_dir / f"ilora_routing_{stamp}.jsonl"),
-                         **({"seed": seed} if strategy in SEEDED else {}), **args)
-            res = simple_evaluate(model=lm, tasks=list(assets.tasks), task_manager=manager, log_samples=True,
-                                  limit=limit, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                  fewshot_random_seed=seed)
-            seconds = time.perf_counter() - start
-            path = _save(res, run_dir, stamp, redact={str(run_dir.resolve()): ".", str(assets.root): "<demo-assets>", str(Path.home()): "~"})
-            scores = {t: float(res["results"][t]["exact_match,none"]) for t in assets.tasks}
-            runs.append(DemoRun(label, seed, scores, seconds, path))
-            progress(f"  {label:<22} seed {seed}: " + "  ".join(f"{t} {s:.3f}" for t, s in scores.items())
-                     + f"  ({seconds:.1f} s)")
-    result = DemoResult(runs, list(assets.tasks))
-    result.comparison = report(result, out_dir)
+    with _process_settings(threads):
+        for seed in seeds:
+            # the pack's per-seed protocol: lm-eval hands --metadata to the task loaders
+            manager = TaskManager(include_path=str(tasks_dir), include_defaults=False, metadata={"adapt_seed": seed})
+            for label in labels:
+                strategy, args = STRATEGY_ARGS[label]
+                t0 = time.perf_counter()
+                run_dir = runs_dir / run_dir_name(label, seed)
+                stamp = _clear(run_dir)
+                lm = IloraLM(pretrained=str(assets.base_dir), library=str(library), strategy=strategy,
+                             embedder=embedder, device="cpu", batch_size=32, progress=False, fit_cache=fits,
+                             check_base=False, routing_log=str(run_dir.resolve() / f"ilora_routing_{stamp}.jsonl"),
+                             seed=seed, **args)
+                res = simple_evaluate(model=lm, tasks=list(assets.tasks), task_manager=manager, log_samples=True,
+                                      limit=limit, random_seed=seed, numpy_random_seed=seed,
+                                      torch_random_seed=seed, fewshot_random_seed=seed)
+                seconds = time.perf_counter() - t0
+                path = _save(res, run_dir, stamp, redact={str(run_dir.resolve()): ".", **redact})
+                scores = {t: float(res["results"][t]["exact_match,none"]) for t in assets.tasks}
+                runs.append(DemoRun(label, seed, scores, seconds, path))
+                mean = sum(scores.values()) / len(scores)
+                progress(f"  seed {seed}  {label:<22} mean {mean:.3f} over {len(scores)} tasks  ({seconds:.1f} s)")
+    result = DemoResult(runs, list(assets.tasks), seeds, assets=assets)
+    result.seconds["runs"] = time.perf_counter() - start
+    if report_out:
+        t0 = time.perf_counter()
+        result.comparison = report(result, out_dir, title=title)
+        result.seconds["report"] = time.perf_counter() - t0
     return result
 
 
-def _run_dir_name(label: str, seed: int) -> str:
+def run_dir_name(label: str, seed: int) -> str:
     return f"{label.replace('(', '_').replace(')', '').replace('=', '-')}_seed{seed}"
 
 
 def run_label(label: str, seed: int) -> str:
-    """The run's label in the report: a seeded strategy's carries its seed, which compare strips to
-    group the seeds (`lorahub(seed=2)` -> group `lorahub`)."""
-    if STRATEGY_ARGS[label][0] not in SEEDED:
-        return label
+    """The run's label in the report; compare strips the seed to group a row's runs
+    (`lorahub(seed=2)` -> group `lorahub`)."""
     return f"{label[:-1]},seed={seed})" if label.endswith(")") else f"{label}(seed={seed})"
 
 
-def report(result: DemoResult, out_dir: Path):
-    """`ilora-eval compare` of the runs against LoraHub's seeds, into `out_dir` (report.md and its files)."""
+def report(result: DemoResult, out_dir: Path, title: str | None = None):
+    """`ilora-eval compare` of the runs against LoraHub's seed group, into `out_dir`."""
     from ilora_eval.compare import Settings, compare
 
     baseline = "lorahub" if any(r.strategy == "lorahub" for r in result.runs) else None
+    n = len(result.tasks)
+    title = title or f"ilora-eval demo: every strategy on {n} unseen tasks, {len(result.seeds)} seeds each"
     return compare([str(r.path) for r in result.runs], out_dir=out_dir,
                    labels=[run_label(r.strategy, r.seed) for r in result.runs], baseline=baseline,
-                   settings=Settings(), title="ilora-eval demo: every strategy on two unseen tasks",
-                   epilogue="## What this run says\n\n" + verdict(result) + "\n")
+                   settings=Settings(), title=title, epilogue=_epilogue(result))
 
 
-def _clear(run_dir: Path) -> str:
-    """Empties the run's folder of an earlier run's files; returns the timestamp of this one."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for old in run_dir.glob("*.json*"):
-        old.unlink()
-    return time.strftime("%Y-%m-%dT%H-%M-%S")
-
-
-def _save(res: dict, run_dir: Path, stamp: str, redact: dict[str, str]) -> Path:
-    """lm-eval's layout: results_<ts>.json and samples_<task>_<ts>.jsonl side by side, with this
-    machine's paths replaced (`redact`) so a run can be shared or committed."""
-    samples = res.pop("samples", {})
-    path = run_dir / f"results_{stamp}.json"
-    def clean(text: str) -> str:
-        for old, new in redact.items():
-            text = text.replace(old, new)
-        return text
-
-    path.write_text(clean(json.dumps(res, indent=2, default=str)))
-    for task, rows in samples.items():
-        text = "".join(json.dumps(row, default=str) + "\n" for row in rows)
-        (run_dir / f"samples_{task}_{stamp}.jsonl").write_text(clean(text))
-    return path
+def _epilogue(result: DemoResult) -> str:
+    a = result.assets
+    lines = ["## The demo run", ""]
+    if a is not None:
+        source = ("the assets shipped with ilora-eval" if a.shipped else
+                  f"assets rebuilt on this machine (not the shipped ones; {a.root.name})")
+        lines.append(f"- Assets: {source}, hash `{a.hash}` ({len(a.skills)} LoRA skills, {len(a.tasks)} tasks).")
+    lines.append(f"- Seeds {', '.join(map(str, result.seeds))} for every strategy, per-seed protocol: each seed "
+                 "redraws every task's 5 adaptation documents and its scored documents (`adapt_seed`) and is the "
+                 "strategy's seed.")
+    lines.append(f"- Deterministic given their adaptation examples (no draw, no search): "
+                 f"{', '.join(DETERMINISTIC_GIVEN_EXAMPLES)}; lorahub and ilora also depend on the seed through "
+                 "LoraHub's module draw and the weight search.")
+    lines.append("")
+    lines.append(verdict(result))
+    return "\n".join(lines) + "\n"
 
 
 def _seed_means(result: DemoResult) -> dict[str, dict[str, float]]:
@@ -143,19 +231,132 @@ def _seed_means(result: DemoResult) -> dict[str, dict[str, float]]:
 
 
 def verdict(result: DemoResult) -> str:
-    """What the run says about instance- versus task-level composition, stated plainly."""
+    """What the run says about instance- versus task-level composition: per task the best row, and
+    iLoraComp against LoraHub (wins on k of n tasks by seed means)."""
     by = _seed_means(result)
-    lines = []
+    lines = ["## What this run says", ""]
     for task in result.tasks:
         best = max(by, key=lambda s: by[s][task])
         lines.append(f"- {task}: best {best} {by[best][task]:.3f}")
-    if {"ilora", "lorahub"} <= set(by) and "demo_mixed" in result.tasks:
-        a, b = by["ilora"]["demo_mixed"], by["lorahub"]["demo_mixed"]
-        gap = a - b
-        size = "clearly above" if gap > 0.1 else "barely above" if gap > 0 else "not above"
-        lines.append(f"- demo_mixed (several skills in one task): instance-level iLoraComp {a:.3f} is {size} "
-                     f"task-level LoraHub {b:.3f} (mean of its seeds). The paper's code scores each example's "
-                     "search on all five examples, which pulls every example's weights towards one task-wide "
-                     "compromise; `search_on=own` and training-free per-document retrieval show how much "
-                     "per-instance composition can gain here.")
+    if {"ilora", "lorahub"} <= set(by):
+        diffs = [by["ilora"][t] - by["lorahub"][t] for t in result.tasks]
+        wins = sum(d > 1e-9 for d in diffs)
+        losses = sum(d < -1e-9 for d in diffs)
+        lines.append(f"- iLoraComp (instance level) against LoraHub (task level), seed means per task: "
+                     f"{wins} wins, {len(diffs) - wins - losses} ties, {losses} losses on {len(diffs)} tasks; "
+                     "the summary table gives the seed-aware interval of the difference.")
     return "\n".join(lines)
+
+
+# --- output folder ---------------------------------------------------------------------------
+
+
+def prepare_out(out_dir: Path, *, overwrite: bool) -> Path:
+    """An empty output folder: a new one, or an earlier demo's with --overwrite (only the files that
+    demo wrote are removed). Anything else non-empty is refused, so an earlier demo's runs or
+    pictures can never be mixed into this report."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir
+    record = _read_record(out_dir)
+    if record is None:
+        raise IloraError(f"--out {out_dir} is not empty and holds no demo output ({RECORD}); "
+                         "choose a new or empty folder")
+    if not overwrite:
+        raise IloraError(f"--out {out_dir} holds an earlier demo's report; pass --overwrite to replace it "
+                         "or choose another --out")
+    for rel in record.get("files", []):
+        path = out_dir / rel
+        if path.is_file() and path.resolve().is_relative_to(out_dir.resolve()):
+            path.unlink()
+    for folder in sorted({p for p in out_dir.rglob("*") if p.is_dir()}, key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # empty ones only
+    (out_dir / RECORD).unlink(missing_ok=True)
+    left = [p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()]
+    if left:
+        raise IloraError(f"--out {out_dir} still holds files the earlier demo did not write ({', '.join(left[:3])}); "
+                         "move them away or choose another --out")
+    return out_dir
+
+
+def _read_record(out_dir: Path) -> dict | None:
+    try:
+        data = json.loads((out_dir / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("kind") == "ilora-eval demo" else None
+
+
+def write_record(result: DemoResult, out_dir: Path, settings: dict) -> Path:
+    """`demo.json`: the assets' hash, seeds, tasks, rows, timings, and every file the demo wrote
+    (what --overwrite removes)."""
+    import platform
+
+    import torch
+
+    out_dir = Path(out_dir)
+    a = result.assets
+    files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p.name != RECORD)
+    record = {
+        "kind": "ilora-eval demo",
+        "assets": {"hash": a.hash, "shipped": a.shipped, "skills": a.skills, "tasks": a.tasks},
+        "seeds": result.seeds,
+        "strategies": list(dict.fromkeys(r.strategy for r in result.runs)),
+        "settings": settings,
+        "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+        "machine": {"cpu": _cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                    "torch": torch.__version__, "torch_threads": settings.get("threads")},
+        "runs": [{"strategy": r.strategy, "seed": r.seed, "seconds": round(r.seconds, 1),
+                  "path": r.path.relative_to(out_dir).as_posix(), "scores": r.scores} for r in result.runs],
+        "files": files,
+    }
+    path = out_dir / RECORD
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def _clear(run_dir: Path) -> str:
+    """Makes the run's folder; returns the timestamp of this run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return time.strftime("%Y-%m-%dT%H-%M-%S")
+
+
+def _save(res: dict, run_dir: Path, stamp: str, redact: dict[str, str]) -> Path:
+    """lm-eval's layout: results_<ts>.json and samples_<task>_<ts>.jsonl side by side, with this
+    machine's paths replaced (`redact`, longest first) so a run can be shared or committed."""
+    samples = res.pop("samples", {})
+    path = run_dir / f"results_{stamp}.json"
+    order = sorted(redact.items(), key=lambda kv: -len(kv[0]))
+
+    def clean(text: str) -> str:
+        for old, new in order:
+            text = text.replace(old, new)
+        return text
+
+    path.write_text(clean(json.dumps(res, indent=2, default=str)))
+    for task, rows in samples.items():
+        text = "".join(json.dumps(row, default=str) + "\n" for row in rows)
+        (run_dir / f"samples_{task}_{stamp}.jsonl").write_text(clean(text))
+    return path
+
+
+def clear_reference(folder: Path) -> None:
+    """Empties the committed reference run's folder (`results/demo/`) before it is rewritten."""
+    folder = Path(folder)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)

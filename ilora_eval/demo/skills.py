@@ -172,8 +172,13 @@ def chain_sample(first: str, second: str, rng: random.Random) -> tuple[str, str]
             return payload, b.answer(mid)
 
 
+# Chains held out of the base model's pretraining (``pretrain.py``): no adapter and no latent
+# chain the base saw covers them, so a demo task of each needs two skills combined.
 COMPOSITES: tuple[Composite, ...] = (
     Composite("twice_max", "max_digit", "twice", "Give twice the biggest number among"),
+    Composite("spell_sum", "add", "spell_digit", "Write in words the sum of"),
+    Composite("even_count", "count_items", "is_even", "Is the count of elements even in"),
+    Composite("spell_min", "min_digit", "spell_digit", "Write in words the lowest number among"),
 )
 
 
