@@ -113,7 +113,7 @@ def test_one_seed_learned_strategy_is_never_significant(tmp_path):
     fuse = _run(tmp_path / "fuse", "2024-01-01T00-00-00.1", "retrieve_fuse", 0, tasks)
     hub = _run(tmp_path / "hub", "2024-01-01T00-00-00.2", "lorahub", 0, tasks)
     settings = compare.Settings(bootstrap=500, permutations=500)
-    c = compare.compare([fuse, hub, base], out_dir=tmp_path / "cmp", baseline=base, settings=settings)
+    c = compare.compare([fuse, hub, base], out_dir=tmp_path / "cmp", baseline=base, settings=settings, chart=False)
     pairs = {p.a: p for p in c.pairs}
     det, learned = pairs["ilora:retrieve_fuse@base"], pairs["ilora:lorahub@base"]
     assert [r.p_value for r in det.rows] == [r.p_value for r in learned.rows]
