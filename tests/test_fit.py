@@ -71,3 +71,17 @@ def test_fit_cache_stores_the_json_form(tmp_path, caplog):
     next(tmp_path.glob("*.json")).write_text(json.dumps(entry))
     assert cache.get(task) is None and cache.misses == 1
     assert "unreadable" in caplog.text
+
+
+def test_fit_cache_entry_of_another_configuration_is_never_used(tmp_path, caplog):
+    """An entry's positions mean the adapters of the library order it was learned on: one found
+    under this key but written for another context (another library order) is recomputed."""
+    task = TaskData("t", None, [Example("p", "x", " y")], "test")
+    mine = FitCache(tmp_path, {"version": 4, "library_hash": "order-a"})
+    other = FitCache(tmp_path, {"version": 4, "library_hash": "order-b"})
+    other.put(task, fits()["weights"])
+    (tmp_path / f"{other.key(task)}.json").rename(tmp_path / f"{mine.key(task)}.json")  # a key collision
+    assert mine.get(task) is None and mine.misses == 1
+    assert "another configuration" in caplog.text
+    mine.put(task, fits()["adapter"])
+    assert mine.get(task) == fits()["adapter"] and mine.hits == 1
