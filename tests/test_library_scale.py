@@ -223,3 +223,95 @@ def test_batched_index_with_the_default_sentence_embedder(lib_copy):
     emb = load_embedder(None)
     build_index(library, emb, progress=False)
     np.testing.assert_allclose(load_centroids(library, emb), _per_adapter_centroids(library, emb), atol=2e-6)
+
+
+# ------------------------------------------------------------------ libraries without texts
+
+
+@pytest.fixture
+def textless(lib_copy):
+    base, lib = lib_copy
+    for t in lib.glob("*/texts.jsonl"):
+        t.unlink()
+    return base, lib
+
+
+def _dataset(path, ids, per=4):
+    rows = [{"task": i, "input": f"{i} question {k}", "target": f"answer {k}"} for i in ids for k in range(per)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def test_texts_from_one_dataset_with_a_task_column(textless, tmp_path, capsys):
+    from ilora_eval.cli import main
+    from ilora_eval.embeddings import HashingEmbedder
+    from ilora_eval.library_index import load_centroids
+
+    _, lib = textless
+    ids = LoraLibrary.open(lib).ids
+    data = tmp_path / "data.jsonl"
+    _dataset(data, ids[:-1])  # the last adapter has no rows
+    argv = ["library", "build", str(lib), "--embedder", "hashing", "--texts-from", str(data), "--task-column", "task",
+            "--text-column", "input,target", "--count", "3"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert f"adapters ['{ids[-1]}'] have no texts.jsonl" in err and "--texts-from DATA" in err and "\n" not in err
+    rows = _dataset(data, ids)
+    assert main(argv) == 0
+    assert "sampled texts for 6 adapters" in capsys.readouterr().out
+    library = LoraLibrary.open(lib)
+    emb = HashingEmbedder()
+    cents = load_centroids(library, emb)  # the index exists and is not stale
+    for i, name in enumerate(ids):
+        texts = library.texts[name]
+        pool = [f"{r['input']} {r['target']}" for r in rows if r["task"] == name]
+        assert len(texts) == 3 and set(texts) <= set(pool)
+        c = emb.encode(texts).mean(0)
+        np.testing.assert_allclose(cents[i], c / np.linalg.norm(c), rtol=1e-6)
+    assert not list(lib.glob("*/texts.jsonl")), "the adapters' folders are never written"
+    # the same seed samples the same texts; the sampled texts are part of the digest
+    before = library.digests
+    assert main(argv) == 0 and LoraLibrary.open(lib).digests == before
+    assert main(argv + ["--seed", "1"]) == 0
+    assert LoraLibrary.open(lib).digests != before
+
+
+def test_texts_from_a_per_adapter_spec(textless, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from ilora_eval.library_texts import sample_texts
+
+    _, lib = textless
+    library = LoraLibrary.open(lib)
+    ids = library.ids
+    (tmp_path / "a.csv").write_text("sentence,label\nfirst row,1\nsecond row,0\nthird row,1\n")
+    DatasetDict({"validation": Dataset.from_dict({"q": ["x one", "x two"]})}).save_to_disk(str(tmp_path / "hf"))
+    spec = {"adapters": {ids[0]: {"path": "a.csv", "column": "sentence", "count": 2},
+                         ids[1]: {"path": str(tmp_path / "hf"), "split": "validation", "column": "q"}}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    written = sample_texts(library, str(tmp_path / "spec.json"))
+    assert written == {ids[0]: 2, ids[1]: 2}
+    reopened = LoraLibrary.open(lib)
+    assert set(reopened.texts[ids[0]]) <= {"first row", "second row", "third row"}
+    assert reopened.texts[ids[1]] == ["x one", "x two"] and ids[2] not in reopened.texts
+    with pytest.raises(IloraError, match="has splits \\['validation'\\]; pick one"):
+        spec["adapters"][ids[1]].pop("split")
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        sample_texts(library, str(tmp_path / "spec.json"))
+    with pytest.raises(IloraError, match="name the column holding each row's adapter id with --task-column"):
+        sample_texts(library, str(tmp_path / "a.csv"))
+
+
+@pytest.mark.parametrize("kw", [{"strategy": "arrow"}, {"strategy": "uniform"},
+                                {"strategy": "lorahub", "n_modules": 3, "budget": 3}])
+def test_strategies_that_need_no_texts_run_on_a_textless_library(textless, task_manager, kw):
+    from lm_eval import simple_evaluate
+
+    from ilora_eval.model_wrappers.ilora_lm import IloraLM
+
+    base, lib = textless
+    lm = IloraLM(pretrained=str(base), library=str(lib), device="cpu", progress=False, embedder="hashing",
+                 batch_size=4, **kw)
+    res = simple_evaluate(model=lm, tasks=["scale_mc"], task_manager=task_manager, limit=2)
+    assert "acc,none" in res["results"]["scale_mc"]
+    assert not (lib / "ilora_index").exists(), "no index was needed"
