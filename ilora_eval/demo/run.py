@@ -123,17 +123,73 @@ def _process_settings(threads: int):
         evaluator.add_env_info, evaluator.get_git_commit_hash, embeddings.load_embedder = saved[1:]
 
 
-def run_demo(assets, out_dir: Path, *, seeds=DEFAULT_SEEDS, strategies=None, embedder=None, limit=None,
-             threads: int = 1, cache: Path | None = None, fit_cache: bool = True, progress=print,
-             report_out: bool = True, title: str | None = None) -> DemoResult:
-    """Every strategy (row label) x every seed on all of `assets.tasks`, into `out_dir/runs/`, then
-    the compare report into `out_dir` (unless `report_out` is false). `out_dir` must be empty or new
-    (see `prepare_out`)."""
+@dataclass(frozen=True)
+class _RunContext:
+    """What every run of one demo shares (plain, picklable values: worker processes get a copy)."""
+
+    assets: object  # DemoAssets
+    runs_dir: Path
+    tasks_dir: Path
+    library: Path
+    fits: str
+    embedder: str | None
+    limit: int | None
+    redact: dict
+
+
+def _one_run(ctx: _RunContext, label: str, seed: int) -> DemoRun:
+    """One `simple_evaluate` of one row and seed over all demo tasks, saved in lm-eval's layout."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from ilora_eval.model_wrappers.ilora_lm import IloraLM
 
+    strategy, args = STRATEGY_ARGS[label]
+    t0 = time.perf_counter()
+    # the pack's per-seed protocol: lm-eval hands the TaskManager's metadata to the task loaders
+    manager = TaskManager(include_path=str(ctx.tasks_dir), include_defaults=False, metadata={"adapt_seed": seed})
+    run_dir = ctx.runs_dir / run_dir_name(label, seed)
+    stamp = _clear(run_dir)
+    lm = IloraLM(pretrained=str(ctx.assets.base_dir), library=str(ctx.library), strategy=strategy,
+                 embedder=ctx.embedder, device="cpu", batch_size=32, progress=False, fit_cache=ctx.fits,
+                 check_base=False, routing_log=str(run_dir.resolve() / f"ilora_routing_{stamp}.jsonl"),
+                 seed=seed, **args)
+    res = simple_evaluate(model=lm, tasks=list(ctx.assets.tasks), task_manager=manager, log_samples=True,
+                          limit=ctx.limit, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                          fewshot_random_seed=seed)
+    path = _save(res, run_dir, stamp, redact={str(run_dir.resolve()): ".", **ctx.redact})
+    scores = {t: float(res["results"][t]["exact_match,none"]) for t in ctx.assets.tasks}
+    return DemoRun(label, seed, scores, time.perf_counter() - t0, path)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(threads: int) -> None:
+    import logging
+
+    for name in ("lm_eval", "lm-eval", "transformers", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    settings = _process_settings(threads)
+    settings.__enter__()  # for the worker's life
+    _WORKER["settings"] = settings
+
+
+def _worker_run(ctx: _RunContext, label: str, seed: int) -> DemoRun:
+    return _one_run(ctx, label, seed)
+
+
+# rough cost of a row relative to a training-free one: the weight searches dominate
+_COST = {"ilora": 6, "ilora(search_on=own)": 5, "lorahub": 3}
+
+
+def run_demo(assets, out_dir: Path, *, seeds=DEFAULT_SEEDS, strategies=None, embedder=None, limit=None,
+             threads: int = 1, jobs: int = 1, cache: Path | None = None, fit_cache: bool = True, progress=print,
+             report_out: bool = True, title: str | None = None) -> DemoResult:
+    """Every strategy (row label) x every seed on all of `assets.tasks`, into `out_dir/runs/`, then
+    the compare report into `out_dir` (unless `report_out` is false). `out_dir` must be empty or new
+    (see `prepare_out`). `jobs` > 1 spreads the runs over that many worker processes (each on
+    `threads` torch threads); every run is independent and seeded, so the results are the same."""
     labels = list(strategies or STRATEGY_ARGS)
     bad = [s for s in labels if s not in STRATEGY_ARGS]
     if bad:
@@ -141,37 +197,45 @@ def run_demo(assets, out_dir: Path, *, seeds=DEFAULT_SEEDS, strategies=None, emb
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise IloraError(f"--seeds {','.join(map(str, seeds))}: give distinct non-negative seeds, e.g. 1,2,3,4,5")
+    if jobs < 1 or threads < 1:
+        raise IloraError(f"--jobs {jobs} --threads {threads}: give 1 or more of each")
     out_dir = Path(out_dir)
-    runs_dir = out_dir / "runs"
     work = work_dir(assets, cache)
-    tasks_dir = assets.write_tasks(work / "tasks")
-    library = library_manifest(assets, work, embedder)
-    fits = str(work / "fits") if fit_cache else "false"
-    redact = {str(assets.root.resolve()): "<demo-assets>", str(work.resolve()): "<demo-work>", str(Path.home()): "~"}
+    ctx = _RunContext(
+        assets=assets, runs_dir=out_dir / "runs", tasks_dir=assets.write_tasks(work / "tasks"),
+        library=library_manifest(assets, work, embedder), fits=str(work / "fits") if fit_cache else "false",
+        embedder=embedder, limit=limit,
+        redact={str(assets.root.resolve()): "<demo-assets>", str(work.resolve()): "<demo-work>",
+                str(Path.home()): "~"})
+    todo = [(label, seed) for seed in seeds for label in labels]
     start = time.perf_counter()
-    runs = []
-    with _process_settings(threads):
-        for seed in seeds:
-            # the pack's per-seed protocol: lm-eval hands --metadata to the task loaders
-            manager = TaskManager(include_path=str(tasks_dir), include_defaults=False, metadata={"adapt_seed": seed})
-            for label in labels:
-                strategy, args = STRATEGY_ARGS[label]
-                t0 = time.perf_counter()
-                run_dir = runs_dir / run_dir_name(label, seed)
-                stamp = _clear(run_dir)
-                lm = IloraLM(pretrained=str(assets.base_dir), library=str(library), strategy=strategy,
-                             embedder=embedder, device="cpu", batch_size=32, progress=False, fit_cache=fits,
-                             check_base=False, routing_log=str(run_dir.resolve() / f"ilora_routing_{stamp}.jsonl"),
-                             seed=seed, **args)
-                res = simple_evaluate(model=lm, tasks=list(assets.tasks), task_manager=manager, log_samples=True,
-                                      limit=limit, random_seed=seed, numpy_random_seed=seed,
-                                      torch_random_seed=seed, fewshot_random_seed=seed)
-                seconds = time.perf_counter() - t0
-                path = _save(res, run_dir, stamp, redact={str(run_dir.resolve()): ".", **redact})
-                scores = {t: float(res["results"][t]["exact_match,none"]) for t in assets.tasks}
-                runs.append(DemoRun(label, seed, scores, seconds, path))
-                mean = sum(scores.values()) / len(scores)
-                progress(f"  seed {seed}  {label:<22} mean {mean:.3f} over {len(scores)} tasks  ({seconds:.1f} s)")
+
+    def show(run: DemoRun) -> None:
+        mean = sum(run.scores.values()) / len(run.scores)
+        progress(f"  seed {run.seed}  {run.strategy:<22} mean {mean:.3f} over {len(run.scores)} tasks  "
+                 f"({run.seconds:.1f} s)")
+
+    runs: list[DemoRun] = []
+    if jobs == 1 or len(todo) == 1:
+        with _process_settings(threads):
+            for label, seed in todo:
+                runs.append(_one_run(ctx, label, seed))
+                show(runs[-1])
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        _prepare_index(ctx, threads)  # once, before the workers would race to build it
+        # the dearest runs first, so no worker is left with a long one at the end
+        order = sorted(todo, key=lambda t: -_COST.get(t[0], 1))
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = [pool.submit(_worker_run, ctx, label, seed) for label, seed in order]
+            for future in as_completed(futures):
+                runs.append(future.result())
+                show(runs[-1])
+        rank = {key: i for i, key in enumerate(todo)}
+        runs.sort(key=lambda r: rank[(r.strategy, r.seed)])
     result = DemoResult(runs, list(assets.tasks), seeds, assets=assets)
     result.seconds["runs"] = time.perf_counter() - start
     if report_out:
@@ -179,6 +243,20 @@ def run_demo(assets, out_dir: Path, *, seeds=DEFAULT_SEEDS, strategies=None, emb
         result.comparison = report(result, out_dir, title=title)
         result.seconds["report"] = time.perf_counter() - t0
     return result
+
+
+def _prepare_index(ctx: _RunContext, threads: int) -> None:
+    """Builds the library index (adapter centroids) for the run's embedder if it is missing."""
+    from ilora_eval.library import LoraLibrary
+    from ilora_eval.library_index import INDEX_JSON, build_index
+
+    library = LoraLibrary.open(str(ctx.library))
+    if (library.index_dir / INDEX_JSON).is_file():
+        return
+    from ilora_eval.embeddings import load_embedder
+
+    with _process_settings(threads):
+        build_index(library, load_embedder(ctx.embedder, device="cpu"), progress=False)
 
 
 def run_dir_name(label: str, seed: int) -> str:
