@@ -154,3 +154,19 @@ def test_per_task_test_over_seeds_with_three_seeds_per_group(tmp_path):
     # the interval of the difference is the two-level one over the paired seeds
     assert "seeds paired, paired documents" in c.pairs[0].interval_design
     assert c.seed_status["ilora:ilora@base"] == "5 seeds"
+
+
+def test_document_draws_have_the_bootstrap_spread():
+    """Both ways a pool is resampled (multinomial over value categories when few, document indices
+    otherwise) give resampled means with the bootstrap's sd: the values' plug-in sd / sqrt(n)."""
+    rng = np.random.default_rng(3)
+    few = rng.integers(0, 2, 200).astype(float)  # 2 categories: multinomial counts
+    many = rng.normal(0, 1, 20)  # 20 distinct values: index draws
+    for values in (few, many):
+        st = stats.Stratum([values.size], stats.Side([values], [0]))
+        pool = stats._Pool.of(st, 0)
+        draws = pool.draw(20000, rng)[:, 0]
+        assert draws.mean() == pytest.approx(values.mean(), abs=0.01)
+        assert draws.std() == pytest.approx(values.std() / np.sqrt(values.size), rel=0.05)
+    assert stats._Pool.of(stats.Stratum([200], stats.Side([few], [0])), 0)._few
+    assert not stats._Pool.of(stats.Stratum([20], stats.Side([many], [0])), 0)._few

@@ -167,7 +167,7 @@ def _resampled_means(values: np.ndarray, n_resamples: int, rng: np.random.Genera
 
 # --- two-level (seed, then document) bootstrap -------------------------------------------------
 
-# Up to this many document indices are drawn per chunk of resamples (about 16 MB of int64).
+# Up to this many multinomial counts (resamples x document categories) are drawn per chunk (16 MB).
 _INDEX_CHUNK = 2_000_000
 
 
@@ -194,9 +194,52 @@ class Stratum:
     paired_seeds: bool = False
 
 
-def _side_draws(side: Side, draws: list[np.ndarray]) -> np.ndarray:
-    """(resamples, runs): each run's mean over its pool's resampled documents."""
-    return np.stack([v[draws[p]].mean(axis=1) for v, p in zip(side.values, side.pools)], axis=1)
+@dataclass
+class _Pool:
+    """One document pool with every run (of either side) that scored it: documents whose values
+    agree across those runs are one category, so a resample of the documents is drawn as
+    multinomial counts over the categories -- the same distribution as drawing document indices,
+    with far fewer numbers (0/1 values of two paired runs have at most four categories)."""
+
+    n: int
+    values: np.ndarray  # (documents, runs)
+    rows: np.ndarray  # (categories, runs) distinct value rows
+    probs: np.ndarray  # share of the pool's documents in each category
+    targets: list[tuple[int, int]]  # per column: (side 0 = a / 1 = b, run index)
+
+    @classmethod
+    def of(cls, st: "Stratum", pool: int) -> "_Pool":
+        columns, targets = [], []
+        for k, side in enumerate((st.a, st.b)):
+            for r, (v, p) in enumerate(zip(side.values, side.pools) if side is not None else ()):
+                if p == pool:
+                    columns.append(np.asarray(v, dtype=float))
+                    targets.append((k, r))
+        n = st.pool_sizes[pool]
+        if not columns:
+            raise ValueError(f"document pool {pool} is scored by no run")
+        if any(c.size != n for c in columns):
+            raise ValueError("a run's values do not match its pool's size")
+        values = np.stack(columns, axis=1)
+        rows, counts = np.unique(values, axis=0, return_counts=True)
+        return cls(n, values, rows, counts / n, targets)
+
+    @property
+    def width(self) -> int:
+        return self.rows.shape[0] if self._few else self.n
+
+    @property
+    def _few(self) -> bool:
+        # a multinomial draw costs about ten index draws per category
+        return self.rows.shape[0] * 10 <= self.n
+
+    def draw(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """(k, columns): each column's mean over k resamples of the pool's documents."""
+        if self._few:
+            return rng.multinomial(self.n, self.probs, size=k) @ self.rows / self.n
+        idx = rng.integers(0, self.n, size=(k, self.n)) + (np.arange(k) * self.n)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=k * self.n).reshape(k, self.n)
+        return counts @ self.values / self.n
 
 
 def _seed_mean(m: np.ndarray, picks: np.ndarray) -> np.ndarray:
@@ -230,7 +273,8 @@ def two_level_bootstrap(strata: Sequence[Stratum], n_resamples: int = 10000, see
     if any(len(st.a.values) != n_a or (st.b is not None and len(st.b.values) != n_b) for st in strata):
         raise ValueError("every stratum needs the same runs per group (a seed is one run over all tasks)")
     estimate = float(np.mean([_point(st) for st in strata]))
-    widest = max(max(st.pool_sizes) for st in strata)
+    pools = [[_Pool.of(st, p) for p in range(len(st.pool_sizes))] for st in strata]
+    widest = max(pool.width for ps in pools for pool in ps)
     step = max(1, _INDEX_CHUNK // widest)
     out = np.empty(n_resamples)
     for start in range(0, n_resamples, step):
@@ -238,11 +282,15 @@ def two_level_bootstrap(strata: Sequence[Stratum], n_resamples: int = 10000, see
         picks_a = rng.integers(0, n_a, size=(k, n_a))
         picks_b = picks_a if first.paired_seeds else rng.integers(0, max(n_b, 1), size=(k, max(n_b, 1)))
         total = np.zeros(k)
-        for st in strata:
-            draws = [rng.integers(0, n, size=(k, n)) for n in st.pool_sizes]
-            total += _seed_mean(_side_draws(st.a, draws), picks_a)
-            if st.b is not None:
-                total -= _seed_mean(_side_draws(st.b, draws), picks_b)
+        for ps in pools:
+            m = [np.empty((k, n_a)), np.empty((k, n_b))]
+            for pool in ps:
+                means = pool.draw(k, rng)
+                for col, (side, run) in enumerate(pool.targets):
+                    m[side][:, run] = means[:, col]
+            total += _seed_mean(m[0], picks_a)
+            if n_b:
+                total -= _seed_mean(m[1], picks_b)
         out[start:start + k] = total / len(strata)
     alpha = 1.0 - confidence
     low, high = np.quantile(out, [alpha / 2, 1 - alpha / 2])
