@@ -5,6 +5,14 @@ something registers it in the interpreter that runs the CLI. The .pth file does 
 it imports a tiny module that waits for `lm_eval.models` to be imported. Both a regular wheel
 (build_py) and an editable one (editable_wheel) carry the file. MANIFEST.in puts it in the sdist,
 so a wheel built from the sdist (what `python -m build` does) carries it too.
+
+The editable install (`pip install -e .`, the README's) maps `ilora_eval.model_wrappers` and
+`ilora_eval.tasks` onto the top-level `model_wrappers/` and `tasks/` of the checkout. setuptools
+does that with a generated meta-path finder whose module imports pathlib, importlib.util and
+itertools: about 25 ms in every interpreter of the environment. `_SmallFinder` writes a finder
+that does the same mapping with only what every interpreter has already loaded (docs/compatibility.md,
+`python -m benchmarks.startup`). `--config-settings editable_mode=strict|compat` keep setuptools'
+own strategies.
 """
 import os
 
@@ -53,9 +61,81 @@ class _StrategyWithPth:
             wheel.writestr(PTH, fh.read())
 
 
+FINDER_TEMPLATE = '''"""Editable install of ilora-eval (written by its setup.py): package names -> checkout folders.
+
+Only modules every interpreter has already loaded (sys, the frozen import machinery), so this costs
+no start-up time; setuptools' generic finder imports pathlib and importlib.util (~25 ms).
+"""
+import sys
+
+try:
+    from _frozen_importlib_external import spec_from_file_location
+except ImportError:  # not CPython
+    from importlib.util import spec_from_file_location
+
+# package name -> (folder, its __init__.py)
+MAPPING = {mapping!r}
+
+
+class _EditableFinder:
+    """Appended to sys.meta_path: a same-named package earlier on sys.path still wins."""
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        found = MAPPING.get(fullname)
+        if found is None:
+            return None
+        folder, init = found
+        return spec_from_file_location(fullname, init, submodule_search_locations=[folder])
+
+    @classmethod
+    def invalidate_caches(cls):
+        pass
+
+
+def install():
+    if not any(getattr(f, "__module__", None) == __name__ for f in sys.meta_path):
+        sys.meta_path.append(_EditableFinder)
+'''
+
+
+class _SmallFinder:
+    """setuptools' lenient editable strategy (`_TopLevelFinder`) with a finder module that imports
+    nothing. Used only where every mapped root is a regular package (an __init__.py) and there are
+    no namespace packages; otherwise setuptools' own finder is written."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    @staticmethod
+    def wraps(inner) -> bool:
+        try:
+            _, _, mapping, namespaces = inner.template_vars()
+        except Exception:  # another setuptools: its own strategy, correct and only slower
+            return False
+        return not namespaces and all(os.path.isfile(os.path.join(p, "__init__.py")) for p in mapping.values())
+
+    def __enter__(self):
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._inner.__exit__(*exc)
+
+    def __call__(self, wheel, files, mapping):
+        finder, _, roots, _ = self._inner.template_vars()
+        table = {name: (os.path.abspath(path), os.path.join(os.path.abspath(path), "__init__.py"))
+                 for name, path in sorted(roots.items())}
+        wheel.writestr(f"{finder}.py", FINDER_TEMPLATE.format(mapping=table).encode())
+        wheel.writestr(f"__editable__.{self._inner.name}.pth", f"import {finder}; {finder}.install()\n".encode())
+
+
 class editable_wheel_with_pth(editable_wheel):
     def _select_strategy(self, *args, **kwargs):
-        return _StrategyWithPth(super()._select_strategy(*args, **kwargs))
+        inner = super()._select_strategy(*args, **kwargs)
+        if type(inner).__name__ == "_TopLevelFinder" and _SmallFinder.wraps(inner):
+            inner = _SmallFinder(inner)
+        return _StrategyWithPth(inner)
 
 
 setup(cmdclass={"build_py": build_py_with_pth, "editable_wheel": editable_wheel_with_pth})

@@ -97,3 +97,50 @@ def test_editable_wheel_carries_the_hook(checkout, tmp_path):
     editable = _backend("build_editable", checkout, tmp_path)
     with zipfile.ZipFile(editable) as zf:
         _assert_pth_names_hook(zf.read(PTH).decode())
+
+
+def test_wheel_carries_the_unseen_task_template(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    assert "ilora_eval/tasks/unseen/_unseen_task_template.yaml.txt" in names
+    assert "ilora_eval/tasks/unseen/_unseen_task_template.yaml" not in names  # lm-eval would index it
+
+
+def _bare_venv_with(wheel: Path, root: Path) -> Path:
+    """A venv without pip or any other .pth file holding `wheel` unpacked, as pip installs it."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    python = root / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    return python
+
+
+STARTUP_PROBE = ("import sys; print(*sorted(m for m in sys.modules if 'ilora' in m or 'editable' in m))\n"
+                 "print(*sorted({'pathlib', 'importlib.util', 'importlib.abc', 'itertools', 'lm_eval', 'torch'}"
+                 " & set(sys.modules)))")
+
+
+def test_editable_install_imports_only_its_finder_and_the_hook_at_start_up(checkout, tmp_path):
+    """The README's install (`pip install -e .`): setuptools' generic finder for the package-dir
+    mapping imports pathlib and importlib.util in every interpreter (~25 ms); setup.py's own finder
+    and the hook import nothing else (`python -m benchmarks.startup` measures the time)."""
+    editable = _backend("build_editable", checkout, tmp_path / "dist")
+    python = _bare_venv_with(editable, tmp_path / "venv")
+    env = {"PATH": "/usr/bin:/bin"}
+    bare = subprocess.run([str(python), "-S", "-c", STARTUP_PROBE], capture_output=True, text=True, env=env,
+                          timeout=60, check=True).stdout.splitlines()
+    proc = subprocess.run([str(python), "-c", STARTUP_PROBE], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr[-2000:]
+    ours, heavy = (proc.stdout.splitlines() + [""])[:2]
+    finder = [m for m in ours.split() if m.startswith("__editable__")]
+    assert len(finder) == 1 and set(ours.split()) == {finder[0], "ilora_eval", "ilora_eval._lm_eval_hook"}
+    assert heavy.split() == bare[1].split(), f"start-up now imports {set(heavy.split()) - set(bare[1].split())}"
+    # ... and the mapping works: the top-level folders of the checkout are the package's subpackages
+    where = subprocess.run([str(python), "-c", "import ilora_eval.model_wrappers as m, ilora_eval.tasks as t, "
+                            "ilora_eval.tasks.unseen as u; print(m.__path__[0]); print(t.__path__[0]); "
+                            "print(list(u.__path__)[0])"], capture_output=True, text=True, env=env, timeout=60)
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert where.stdout.split() == [str(checkout / "model_wrappers"), str(checkout / "tasks"),
+                                    str(checkout / "tasks" / "unseen")]
