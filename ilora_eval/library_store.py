@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -97,28 +98,29 @@ class AdapterScan:
     nonfinite: list[str]  # tensor names holding NaN or inf
     digest: str
 
-    def meta_weights(self) -> dict[str, torch.Tensor]:
-        """Shape-and-dtype-only tensors (device "meta": no memory) for the compatibility checks."""
-        return {k: torch.empty(shape, dtype=_dtype(dt), device="meta") for k, (dt, shape) in self.tensors.items()}
+    def meta_weights(self) -> dict[str, "_Meta"]:
+        """Shape-only stand-ins of the tensors for the compatibility checks (no memory, no file read)."""
+        return {k: _Meta(tuple(shape), dt) for k, (dt, shape) in self.tensors.items()}
 
 
-def _dtype(name: str) -> torch.dtype:
-    dt = getattr(torch, name.removeprefix("torch."), None)
-    if not isinstance(dt, torch.dtype):
-        raise IloraError(f"tensor dtype {name!r} is unknown to this torch; re-save the adapter in float32/float16/bfloat16")
-    return dt
+class _Meta:
+    __slots__ = ("shape", "dtype_name")
+
+    def __init__(self, shape: tuple[int, ...], dtype_name: str):
+        self.shape, self.dtype_name = shape, dtype_name
 
 
-def _weight_file(entry) -> tuple[Path, os.stat_result]:
+def _weight_file(entry) -> tuple[str, os.stat_result]:
     from ilora_eval.library import WEIGHT_NAMES
 
+    folder = str(entry.path)
     for name in WEIGHT_NAMES:
-        f = entry.path / name
+        f = os.path.join(folder, name)
         try:
-            st = f.stat()
+            st = os.stat(f)
         except OSError:
             continue
-        if not os.path.isdir(f):
+        if not stat.S_ISDIR(st.st_mode):
             return f, st
     raise IloraError(f"adapter {entry.name} at {entry.path} has no weights ({' or '.join(WEIGHT_NAMES)}); re-save it with save_pretrained")
 
@@ -134,10 +136,11 @@ def _parse(entry, f: Path, raw: bytes) -> dict[str, torch.Tensor]:
         raise IloraError(f"adapter {entry.name}: {f.name} is corrupt or truncated ({type(err).__name__}); re-download or re-save it") from None
 
 
-def scan_weight_file(entry, f: Path) -> dict:
+def scan_weight_file(entry, f) -> dict:
     """One full read of a weight file: its sha256, tensor table and non-finite LoRA tensors."""
     from ilora_eval.library import _KEY
 
+    f = Path(f)
     raw = f.read_bytes()
     sha = hashlib.sha256(raw).hexdigest()
     weights = _parse(entry, f, raw)
@@ -161,25 +164,36 @@ def _file_sha(path: Path) -> str:
 
 
 def scan_adapter(entry, cache: DigestCache) -> AdapterScan:
-    from ilora_eval.library import read_config
+    from ilora_eval.library import CONFIG_NAME, read_config
 
-    cfg, cfg_bytes = read_config(entry)
+    # plain strings and os.stat: a warm open is a few stat calls per adapter, pathlib would dominate
+    cfg_path = os.path.join(str(entry.path), CONFIG_NAME)
+    try:
+        cst = os.stat(cfg_path)
+    except OSError:
+        cst = None
+    cinfo = cache.get(cfg_path, cst) if cst is not None else None
+    if cinfo is None:  # read and validated once per version of the file
+        cfg, cfg_bytes = read_config(entry)
+        cinfo = {"sha256": hashlib.sha256(cfg_bytes).hexdigest(), "config": cfg}
+        if cst is not None:
+            cache.put(cfg_path, cst, cinfo)
     f, st = _weight_file(entry)
     info = cache.get(f, st)
     if info is None:
         info = scan_weight_file(entry, f)
         cache.put(f, st, info)
     # the digest as the library always computed it: sha(sha(config) + sha(weights)) [+ sha(texts)]
-    h = hashlib.sha256(hashlib.sha256(cfg_bytes).digest() + bytes.fromhex(info["sha256"]))
+    h = hashlib.sha256(bytes.fromhex(cinfo["sha256"]) + bytes.fromhex(info["sha256"]))
     if entry.texts_path is not None:
-        tst = entry.texts_path.stat()
-        tinfo = cache.get(entry.texts_path, tst)
+        tpath = str(entry.texts_path)
+        tst = os.stat(tpath)
+        tinfo = cache.get(tpath, tst)
         if tinfo is None:
             tinfo = {"sha256": _file_sha(entry.texts_path)}
-            cache.put(entry.texts_path, tst, tinfo)
+            cache.put(tpath, tst, tinfo)
         h.update(bytes.fromhex(tinfo["sha256"]))
-    tensors = {k: (dt, list(shape)) for k, (dt, shape) in info["tensors"].items()}
-    return AdapterScan(cfg, f, st, tensors, list(info["nonfinite"]), h.hexdigest())
+    return AdapterScan(cinfo["config"], Path(f), st, info["tensors"], info["nonfinite"], h.hexdigest())
 
 
 def scan_library(entries, index_dir: Path, *, progress: bool = True) -> list[AdapterScan]:
