@@ -21,6 +21,7 @@ from ilora_eval import lm_eval_compat as compat
 from ilora_eval.adaptation import TaskData, load_tasks, task_data
 from ilora_eval.composition import CompositionState
 from ilora_eval.distributed import Collectives
+from ilora_eval.errors import IloraError
 from ilora_eval.lm_eval_compat import PromptSettings
 from ilora_eval.records import RoutingRecords
 from ilora_eval.strategies import StrategyEnv, strategy_class
@@ -89,6 +90,10 @@ class Router:
             if self.config.seed is not None:
                 self.seed_source = "model_args seed="
             elif run_seed is not None:
+                if int(run_seed) < 0:
+                    # lm-eval accepts any int; LoraHub's draw and nevergrad need a seed >= 0
+                    raise IloraError(f"lm_eval --seed {run_seed} is negative; give a seed >= 0 "
+                                     "(or seed= in --model_args)")
                 self.config.seed, self.seed_source = int(run_seed), "lm_eval --seed"
             else:
                 self.config.seed, self.seed_source = 0, "default (lm-eval's default seed 0)"

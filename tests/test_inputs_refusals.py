@@ -189,3 +189,14 @@ def test_routing_logs_fit_cache_and_index_are_readable_by_others(llama, tmp_path
     written = [log, *cache.glob("*.json"), *(lib_copy / "ilora_index").iterdir()]
     assert len(written) == 4 and json.loads(log.read_text().splitlines()[0])["task"] == "toy_mc"
     assert {p.name: oct(mode(p)) for p in written} == {p.name: oct(0o644) for p in written}
+
+
+def test_negative_lm_eval_seed_is_refused_for_a_learned_strategy(llama, task_manager):  # noqa: F811
+    # lm-eval takes any int for --seed; LoraHub's draw and nevergrad need one >= 0
+    from lm_eval import simple_evaluate
+
+    base, lib = llama
+    with pytest.raises(IloraError, match=r"lm_eval --seed -3 is negative; give a seed >= 0") as err:
+        simple_evaluate(model=ilora(base, lib, strategy="lorahub", n_modules=2, budget=2, fit_cache="false"),
+                        tasks=["toy_mc"], task_manager=task_manager, random_seed=-3, limit=2)
+    one_line(err)
