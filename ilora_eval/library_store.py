@@ -76,12 +76,13 @@ class DigestCache:
         self.changed = True
 
     def save(self) -> None:
-        stale = set(self.files) - self.used
-        if not (self.changed or stale):
+        if not self.changed:
             return
         from ilora_eval.util import write_atomic
 
-        keep = {k: v for k, v in self.files.items() if k in self.used}
+        # files of adapters this open did not use stay cached (another exclude= wants them next),
+        # files that no longer exist go
+        keep = {k: v for k, v in self.files.items() if k in self.used or os.path.exists(k)}
         try:
             write_atomic(self.path, json.dumps({"version": CACHE_VERSION, "files": keep}, separators=(",", ":")))
         except OSError:

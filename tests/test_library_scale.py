@@ -159,6 +159,19 @@ def test_weights_are_not_read_at_open_and_not_held_on_the_host(llama, tmp_path, 
         third.modules[module].rows([1])
 
 
+def test_an_exclude_does_not_evict_the_excluded_adapters_digests(lib_copy, monkeypatch):
+    import ilora_eval.library_store as store
+
+    _, lib = lib_copy
+    LoraLibrary.open(lib)
+    reads = []
+    real = store.scan_weight_file
+    monkeypatch.setattr(store, "scan_weight_file", lambda e, f: reads.append(e.name) or real(e, f))
+    (lib / "05_questions" / "texts.jsonl").write_text(json.dumps({"text": "new"}) + "\n")  # a change: the cache is rewritten
+    LoraLibrary.open(lib, exclude="00_colors|01_numbers")
+    assert LoraLibrary.open(lib).ids[:2] == ["00_colors", "01_numbers"] and reads == []
+
+
 def test_non_finite_weights_are_refused_from_the_cache_too(lib_copy):
     from safetensors.torch import load_file, save_file
 
