@@ -74,6 +74,20 @@ class WeightSearch:
     def result(self) -> np.ndarray:
         return np.asarray(self.opt.provide_recommendation().value, dtype=np.float64)
 
+    def close(self) -> None:
+        """Stops the optimizer's background thread. NGOpt's Cobyla is scipy's, recast by nevergrad
+        into ask/tell by running it in a non-daemon thread that waits for the next tell; only the
+        optimizer's garbage collection stops it. An interrupted or failed search keeps its
+        optimizer alive in the traceback, so without this Python would wait for that thread
+        forever at exit (Ctrl-C printed a traceback, then hung until a second Ctrl-C)."""
+        stack = [self.opt]
+        while stack:
+            opt = stack.pop()
+            thread = getattr(opt, "_messaging_thread", None)
+            if thread is not None:
+                thread.stop()
+            stack += [o for o in [getattr(opt, "optim", None), *(getattr(opt, "optims", None) or [])] if o is not None]
+
 
 def run_lockstep(searches: Sequence[WeightSearch],
                  score_batch: Callable[[list[int], list[np.ndarray]], list[float]],
@@ -82,14 +96,18 @@ def run_lockstep(searches: Sequence[WeightSearch],
     from tqdm.auto import tqdm
 
     total = sum(s.cfg.budget for s in searches)
-    with tqdm(total=total, desc=f"Weight search ({len(searches)} in lock-step)", disable=not progress) as bar:
-        while True:
-            live = [i for i, s in enumerate(searches) if not s.done]
-            if not live:
-                break
-            cands = [searches[i].ask() for i in live]
-            losses = score_batch(live, cands)
-            for i, w, loss in zip(live, cands, losses):
-                searches[i].tell(float(loss) + l1_penalty(w, searches[i].cfg))
-            bar.update(len(live))
-    return [s.result() for s in searches]
+    try:
+        with tqdm(total=total, desc=f"Weight search ({len(searches)} in lock-step)", disable=not progress) as bar:
+            while True:
+                live = [i for i, s in enumerate(searches) if not s.done]
+                if not live:
+                    break
+                cands = [searches[i].ask() for i in live]
+                losses = score_batch(live, cands)
+                for i, w, loss in zip(live, cands, losses):
+                    searches[i].tell(float(loss) + l1_penalty(w, searches[i].cfg))
+                bar.update(len(live))
+        return [s.result() for s in searches]
+    finally:  # done, failed or interrupted (Ctrl-C): no optimizer thread may outlive the search
+        for s in searches:
+            s.close()
