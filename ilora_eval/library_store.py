@@ -30,7 +30,7 @@ import torch
 
 from ilora_eval.errors import IloraError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # cold scans: threads pay when hashing and parsing dominate (files of MBs); two is the floor so a
 # 2-core machine overlaps reading one file with hashing the other
 SCAN_WORKERS = max(2, min(8, os.cpu_count() or 2))
@@ -55,14 +55,24 @@ class DigestCache:
         ident = hashlib.sha256(str(Path(index_dir).resolve()).encode()).hexdigest()[:20]
         self.path = cache_dir() / f"{ident}.json"
         self.files: dict[str, dict] = {}
+        # values many files share (tensor tables, configs), stored once: a library of thousands of
+        # adapters of one recipe has one of each, so the cache stays small and loads fast
+        self.shared: dict[str, object] = {}
         self.used: set[str] = set()
         self.changed = False
         try:
             data = json.loads(self.path.read_text())
-            if data.get("version") == CACHE_VERSION and isinstance(data.get("files"), dict):
-                self.files = data["files"]
+            if (data.get("version") == CACHE_VERSION and isinstance(data.get("files"), dict)
+                    and isinstance(data.get("shared"), dict)):
+                self.files, self.shared = data["files"], data["shared"]
         except (OSError, ValueError, AttributeError):
             pass  # no cache (or an unreadable one): every file is scanned, which is only slower
+
+    def intern(self, value) -> str:
+        key = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:24]
+        if key not in self.shared:
+            self.shared[key] = value
+        return key
 
     def get(self, path: Path, st: os.stat_result) -> dict | None:
         key = str(path)
@@ -83,8 +93,11 @@ class DigestCache:
         # files of adapters this open did not use stay cached (another exclude= wants them next),
         # files that no longer exist go
         keep = {k: v for k, v in self.files.items() if k in self.used or os.path.exists(k)}
+        refs = {v[f] for v in keep.values() for f in ("table", "config") if f in v}
+        shared = {k: v for k, v in self.shared.items() if k in refs}
         try:
-            write_atomic(self.path, json.dumps({"version": CACHE_VERSION, "files": keep}, separators=(",", ":")))
+            write_atomic(self.path, json.dumps({"version": CACHE_VERSION, "files": keep, "shared": shared},
+                                               separators=(",", ":")))
         except OSError:
             pass  # a read-only cache folder costs the next open a full scan, never a wrong digest
 
@@ -98,6 +111,8 @@ class AdapterScan:
     tensors: dict[str, tuple[str, list[int]]]  # name -> (dtype, shape)
     nonfinite: list[str]  # tensor names holding NaN or inf
     digest: str
+    config_key: str = ""  # adapters with equal keys have equal configs / tensor tables
+    table_key: str = ""
 
     def meta_weights(self) -> dict[str, "_Meta"]:
         """Shape-only stand-ins of the tensors for the compatibility checks (no memory, no file read)."""
@@ -150,7 +165,7 @@ def scan_weight_file(entry, f) -> dict:
     for k, t in weights.items():
         if not isinstance(t, torch.Tensor):
             continue
-        tensors[k] = (str(t.dtype), list(t.shape))
+        tensors[k] = [str(t.dtype), list(t.shape)]
         if _KEY.match(k) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             nonfinite.append(k)
     return {"sha256": sha, "tensors": tensors, "nonfinite": nonfinite}
@@ -176,13 +191,14 @@ def scan_adapter(entry, cache: DigestCache) -> AdapterScan:
     cinfo = cache.get(cfg_path, cst) if cst is not None else None
     if cinfo is None:  # read and validated once per version of the file
         cfg, cfg_bytes = read_config(entry)
-        cinfo = {"sha256": hashlib.sha256(cfg_bytes).hexdigest(), "config": cfg}
+        cinfo = {"sha256": hashlib.sha256(cfg_bytes).hexdigest(), "config": cache.intern(cfg)}
         if cst is not None:
             cache.put(cfg_path, cst, cinfo)
     f, st = _weight_file(entry)
     info = cache.get(f, st)
     if info is None:
-        info = scan_weight_file(entry, f)
+        scanned = scan_weight_file(entry, f)
+        info = {"sha256": scanned["sha256"], "table": cache.intern(scanned["tensors"]), "nonfinite": scanned["nonfinite"]}
         cache.put(f, st, info)
     # the digest as the library always computed it: sha(sha(config) + sha(weights)) [+ sha(texts)]
     h = hashlib.sha256(bytes.fromhex(cinfo["sha256"]) + bytes.fromhex(info["sha256"]))
@@ -194,7 +210,8 @@ def scan_adapter(entry, cache: DigestCache) -> AdapterScan:
             tinfo = {"sha256": _file_sha(entry.texts_path)}
             cache.put(tpath, tst, tinfo)
         h.update(bytes.fromhex(tinfo["sha256"]))
-    return AdapterScan(cinfo["config"], Path(f), st, info["tensors"], info["nonfinite"], h.hexdigest())
+    return AdapterScan(cache.shared[cinfo["config"]], Path(f), st, cache.shared[info["table"]], info["nonfinite"],
+                       h.hexdigest(), cinfo["config"], info["table"])
 
 
 def scan_library(entries, index_dir: Path, *, progress: bool = True) -> list[AdapterScan]:
