@@ -119,8 +119,8 @@ class LoraLibrary:
         when the composition layer first needs it (`ilora_eval.library_store`)."""
         from ilora_eval.library_store import HostWeights, LazyTexts, scan_library, with_sampled_texts
 
-        entries, index_dir = discover(spec)
-        entries = apply_exclude(entries, exclude)
+        listed, index_dir = discover(spec)
+        entries = apply_exclude(listed, exclude)
         if not entries:
             raise IloraError(f"library {spec} holds no adapters after exclude={exclude!r}; loosen the exclude pattern")
         entries = with_sampled_texts(entries, index_dir)
@@ -157,7 +157,9 @@ class LoraLibrary:
             modules[module] = StackedModule(host=host, module=module, shape_A=tuple(first[a_key][1]),
                                             shape_B=tuple(first[b_key][1]))
         digests = {e.name: s.digest for e, s in zip(entries, scans)}
-        return cls(entries, spec_, modules, digests, index_dir, LazyTexts(entries))
+        kept = {e.name for e in entries}
+        return cls(entries, spec_, modules, digests, index_dir, LazyTexts(entries),
+                   excluded=[e.name for e in listed if e.name not in kept])
 
 
 def discover(spec: str | os.PathLike) -> tuple[list[AdapterEntry], Path]:
