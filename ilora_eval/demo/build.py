@@ -63,7 +63,7 @@ FULL = BuildConfig(
 )
 
 QUICK = BuildConfig(
-    skills=("twice", "spell_digit", "is_even", "max_digit", "min_digit", "count_items"),  # a task of each kind
+    skills=("twice", "spell_digit", "max_digit", "min_digit", "count_items", "any_true"),
     plan=TrainPlan(pretrain_steps=250, pretrain_batch=48, pretrain_lr=7e-3,
                    lora_steps=100, lora_batch_per_skill=6, lora_lr=1e-2),
 )
