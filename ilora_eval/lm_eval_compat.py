@@ -228,7 +228,19 @@ def fewshot_context(task, doc, settings: PromptSettings):
     state = rnd.getstate() if rnd is not None else None
     if sampler is not None:
         sample = sampler.sample
-        sampler.sample = lambda n, eval_doc=None, df=None, **kw: sample(n, eval_doc=doc, df=df, **kw)
+
+        def sample_without_doc(n, eval_doc=None, df=None, **kw):
+            got = sample(n, eval_doc=doc, df=df, **kw)
+            if not any(x == doc for x in got):
+                return got
+            # a sampler that ignores eval_doc (0.4.11's first_n): one more, then `doc` left out
+            try:
+                more = sample(n + 1, eval_doc=doc, df=df, **kw)
+            except (AssertionError, ValueError, IndexError):  # the pool holds no n + 1 documents
+                more = got
+            return [x for x in more if x != doc][:n]
+
+        sampler.sample = sample_without_doc
     try:
         return task.fewshot_context(doc, task.config.num_fewshot or 0,
                                     system_instruction=settings.system_instruction,
