@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 from functools import partial
+from types import SimpleNamespace
 
 from lm_eval import utils as lm_utils
 from lm_eval.api.registry import register_model
@@ -32,6 +33,7 @@ from ilora_eval.model_args import check_model_args
 from ilora_eval.records import check_output_path, write_log_after_save
 from ilora_eval.router import Router
 from ilora_eval.scoring import ScoringModel, TargetScorer
+from ilora_eval.truncation import Truncation
 from ilora_eval.util import as_bool
 
 install_excepthook()
@@ -42,21 +44,14 @@ CACHE_STAMP = "__ilora_configuration__"
 
 
 class TaggedContext(str):
-    """A generation context that remembers its composition id."""
+    """A generation context that remembers its composition id and task."""
 
     cid: int
 
-    def __new__(cls, text: str, cid: int):
+    def __new__(cls, text: str, cid: int, task=None):
         obj = super().__new__(cls, text)
-        obj.cid = cid
+        obj.cid, obj.task = cid, task
         return obj
-
-
-class _GenRequest:
-    __slots__ = ("args",)
-
-    def __init__(self, args):
-        self.args = args
 
 
 @register_model("ilora")
@@ -73,6 +68,7 @@ class IloraLM(HFLM):
         self.pretrained_name = pretrained
         super().__init__(pretrained=pretrained, **args.hflm)
         self.comm = collectives_for(self.rank, self.world_size, self.device)
+        self.cuts = Truncation(self.comm)  # not `truncation`: HFLM's own flag
         if self.comm.cpu:  # HFLM saw one process
             self._rank, self._world_size = self.comm.rank, self.comm.world_size
 
@@ -133,13 +129,14 @@ class IloraLM(HFLM):
                 ctx, cont = self.tok_encode(context), []
             else:
                 ctx, cont = self._encode_pair(context, continuation)
-            new_reqs.append(((context, continuation), self._tag(ctx, cont, cid), cont))
+            new_reqs.append(((context, continuation), self._tag(ctx, cont, cid, req.task_name), cont))
+        self.cuts.warn(self.max_length)  # before any forward pass
         # an empty continuation has probability 1; HFLM would assert on it
         scored = [i for i, r in enumerate(new_reqs) if r[2]]
         out = [(0.0, True)] * len(new_reqs)
         for i, res in zip(scored, self._tagged_loglikelihood([new_reqs[i] for i in scored], disable_tqdm)):
             out[i] = res
-        self.router.records.sync()
+        self._sync()
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
@@ -157,25 +154,26 @@ class IloraLM(HFLM):
             totals[i] += ll
         for req, total in zip(requests, totals):
             self.cache_hook.add_partial("loglikelihood_rolling", (req.args[0],), total)
-        self.router.records.sync()
+        self._sync()
         return totals
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         cids = self._composition_ids(requests)
-        tagged = [_GenRequest((TaggedContext(r.args[0], cid), *r.args[1:])) for r, cid in zip(requests, cids)]
+        tagged = [SimpleNamespace(args=(TaggedContext(r.args[0], cid, r.task_name), *r.args[1:]))
+                  for r, cid in zip(requests, cids)]
         out = super().generate_until(tagged, disable_tqdm=disable_tqdm)
-        self.router.records.sync()
+        self._sync()
         return out
 
+    def _sync(self) -> None:
+        """The end of a request type, on every rank: gather the records and truncation counts."""
+        self.router.records.sync()
+        self.cuts.sync()
+
     # ------------------------------------------------------------ tagging
-    def _tag(self, ctx: list[int], cont: list[int], cid: int) -> list[int]:
-        """Truncate as HFLM would (keeping the tag), then prefix the composition tag."""
-        limit = self.max_length
-        if self.backend == "causal":
-            if len(ctx) + len(cont) > limit + 1:
-                ctx = ctx[-max(1, limit + 1 - len(cont)):]
-        else:
-            ctx = ctx[-limit:]
+    def _tag(self, ctx: list[int], cont: list[int], cid: int, task=None) -> list[int]:
+        """Truncate as HFLM would (keeping the tag; counted under `task`), then prefix the tag."""
+        ctx = self.cuts.cut(task, ctx, cont, self.max_length, causal=self.backend == "causal")
         return [-(cid + 1), *ctx]
 
     def _tagged_loglikelihood(self, reqs, disable_tqdm):
@@ -204,10 +202,11 @@ class IloraLM(HFLM):
         finally:
             self.state.set_rows(None)
 
-    def tok_batch_encode(self, strings, *args, **kwargs):
+    def tok_batch_encode(self, strings, *args, left_truncate_len=None, **kwargs):
         if strings and all(isinstance(s, TaggedContext) for s in strings):
             self._gen_rows = [s.cid for s in strings]
-        return super().tok_batch_encode(list(map(str, strings)), *args, **kwargs)
+        ids, mask = super().tok_batch_encode(list(map(str, strings)), *args, **kwargs)
+        return self.cuts.cut_batch([getattr(s, "task", None) for s in strings], ids, mask, left_truncate_len)
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         rows = getattr(self, "_gen_rows", None)
@@ -258,5 +257,5 @@ class IloraLM(HFLM):
         name = compat.name_run(self.router.run_name())
         if not self.router.records.log_path:
             compat.after_results_saved(partial(write_log_after_save, self.router.records))
-        info.update(self.router.info(name))
+        info.update(self.router.info(name), ilora_truncation=self.cuts.record(HFLM.max_length.fget(self)))
         return info
