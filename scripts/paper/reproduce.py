@@ -21,6 +21,11 @@ Needs Hub access and a GPU. Steps (each can be run alone; --dry-run prints what 
               tasks each strategy beats LoraHub's seed mean (the paper's "16 of 27")
 
     python scripts/paper/reproduce.py all --work runs/paper --device cuda:0 --batch-size 16
+
+--reference removes the differences from the reference code that are choices (today: generation
+stops at the model's EOS only, as the reference's `model.generate(max_new_tokens=256)`, instead of
+the pack's `</s>`/`Q:` stop strings); docs/paper-recipe.md lists every remaining difference and its
+expected effect.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ REFERENCE_EMBEDDER = "flax-sentence-embeddings/all_datasets_v4_MiniLM-L6"
 PROTOCOLS = ("per-seed", "fixed")
 PREFIX = "lorahub/flan_t5_large-"
 FLAN = "conceptofmind/FLAN_2022"
+# the reference decodes `max_new_tokens=256` with no stop strings (HF generate stops at EOS); the
+# pack stops at </s> and Q: as well. lm-eval always adds the EOS; max_gen_toks is the pack's 256.
+REFERENCE_GEN_KWARGS = {"until": ["</s>"], "max_gen_toks": 256}
 
 
 def adapter_ids(manifest: Path = MANIFEST) -> list[str]:
@@ -86,8 +94,8 @@ def build_texts(work: Path, flan: str = FLAN, per_adapter: int = 200, seed: int 
 
 def plan(work: Path, model: str, seeds, device: str, batch_size: str, limit: int | None, tasks: str = "bbh_ilora_raw",
          library: Path | None = None, embedder: str = REFERENCE_EMBEDDER, protocol: str = "per-seed",
-         max_length: int = 2048, extra: list[str] | None = None) -> list[list[str]]:
-    """The commands of steps 2-4, in order."""
+         max_length: int = 2048, extra: list[str] | None = None, reference: bool = False) -> list[list[str]]:
+    """The commands of steps 2-4, in order. `reference`: the reference code's generation settings."""
     if protocol not in PROTOCOLS:
         raise SystemExit(f"--protocol {protocol!r} is unknown; choose one of {', '.join(PROTOCOLS)}")
     library = library or work / "library.json"
@@ -103,6 +111,8 @@ def plan(work: Path, model: str, seeds, device: str, batch_size: str, limit: int
                "--batch_size", str(batch_size), "--log_samples", "--output_path", str(work / "results")]
         if protocol == "per-seed":
             cmd += ["--metadata", json.dumps({"adapt_seed": seed})]
+        if reference:
+            cmd += ["--gen_kwargs", json.dumps(REFERENCE_GEN_KWARGS)]
         if limit:
             cmd += ["--limit", str(limit)]
         cmds.append(cmd + list(extra or []))
@@ -136,6 +146,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda:0")
     p.add_argument("--batch-size", default="16")
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--reference", action="store_true",
+                   help="the reference code's choices where they differ from the pack's (generation: no stop "
+                        "strings but EOS); see docs/paper-recipe.md")
     p.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     args = p.parse_args(argv)
     manifest = MANIFESTS.get(args.adapters, Path(args.adapters))
@@ -144,7 +157,8 @@ def main(argv=None) -> int:
     if args.step in ("run", "all"):
         seeds = [int(s) for s in args.seeds.split(",")]
         for cmd in plan(args.work, args.model, seeds, args.device, args.batch_size, args.limit, args.tasks,
-                        embedder=args.embedder, protocol=args.protocol, max_length=args.max_length):
+                        embedder=args.embedder, protocol=args.protocol, max_length=args.max_length,
+                        reference=args.reference):
             print("$ " + shlex.join(cmd), flush=True)
             if not args.dry_run:
                 subprocess.run(cmd, check=True)
