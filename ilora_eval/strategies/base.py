@@ -43,11 +43,26 @@ class Routing:
 
 @dataclass
 class StrategyEnv:
-    ids: list[str]  # library adapter ids, library order
-    centroids: Callable[[], np.ndarray]  # [N, dim], unit norm (lazy: loads the embedder and index)
-    embed: Callable[[list[str]], np.ndarray]  # unit-norm embeddings
-    # score(compositions, examples per composition) -> mean target cross-entropy per composition
-    score: Callable[[list[Composition], list[list[Example]]], list[float]]
+    """What the router hands every strategy; the strategy never reaches past it (to lm-eval, the
+    model or the library).
+
+    Attributes:
+        ids: the library's adapter ids in library order; `Composition` indices point into it.
+        centroids: `() -> [N, dim]` float array, unit-norm rows, one per adapter (lazy: the first
+            call loads the embedder and the index; use `library_centroids()` to call it once).
+        embed: `(texts) -> [len(texts), dim]` float array of unit-norm sentence embeddings.
+        score: `(compositions, examples, objective="lorahub") -> list[float]`: for each composition
+            `compositions[i]`, the weight search's loss on its adaptation examples `examples[i]`
+            (LoraHub's objective by default, `"mean"` the pooled token mean; see
+            `ilora_eval/scoring.py`), all rows scored in batched forwards of the live model.
+        progress: show progress bars (rank 0 only).
+        cache: a `FitCache` for learned strategies (keyed by everything a fit depends on), or None.
+    """
+
+    ids: list[str]
+    centroids: Callable[[], np.ndarray]
+    embed: Callable[[list[str]], np.ndarray]
+    score: Callable[..., list[float]]  # (list[Composition], list[list[Example]], objective: str = "lorahub")
     progress: bool = True
     cache: object | None = None  # a FitCache for learned strategies, or None
     _centroids: np.ndarray | None = field(default=None, repr=False)
@@ -78,7 +93,20 @@ class Strategy:
         self.state: dict[str, TaskFit] = {}  # per task: what fit() learned (strategies that learn nothing: none)
 
     def fit(self, tasks: list[TaskData]) -> None:
-        """Learn per task what routing needs; called once with all tasks of the run."""
+        """Learn per task what routing needs; called once with all tasks of the run, on every rank.
+
+        Args:
+            tasks: one `TaskData` per task of the run: its name, its adaptation `examples`
+                (prompt, target and the answer-free input used for retrieval; never a scored
+                document), where they came from and their `doc_ids` in that source.
+
+        Side effects: `self.state[task.name]` holds a `TaskFit` for every task of a learned
+        strategy, from the fit cache when it holds one for the same key, else from `_fit` (whose
+        searches of all tasks advance in lock-step). Training-free strategies learn nothing.
+
+        Raises:
+            IloraError: the strategy needs adaptation examples and a task has none.
+        """
         for t in tasks:
             if self.needs_examples and not t.examples:
                 raise IloraError(f"strategy={self.name} needs adaptation examples but task {t.name!r} has none "
@@ -102,6 +130,18 @@ class Strategy:
         """Sets `self.state[task.name]` for each task (strategies that learn something)."""
 
     def route(self, task: TaskData, doc_texts: list[str]) -> list[Routing]:
+        """Choose each document's composition.
+
+        Args:
+            task: the task the documents belong to (already fitted by `fit`).
+            doc_texts: the documents' answer-free input text (lm-eval's `doc_to_text`), one per
+                document; a scored document's answer is never passed in.
+
+        Returns:
+            One `Routing` per document, in order: its `Composition` (sparse weights over
+            `env.ids`) and, for strategies that route to an adaptation example, that example's
+            index in `task.examples`.
+        """
         raise NotImplementedError
 
 
