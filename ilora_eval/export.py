@@ -221,8 +221,9 @@ def compose(library, comp: Named) -> dict[str, tuple[torch.Tensor, torch.Tensor]
     w = torch.tensor(comp.weights, dtype=torch.float64)
     out = {}
     for module, st in library.modules.items():
-        A = torch.einsum("n,nrd->rd", w, st.A.index_select(0, idx).double())
-        B = torch.einsum("n,nor->or", w, st.B.index_select(0, idx).double())
+        A_i, B_i = st.rows(idx.tolist())  # only the composition's adapters are read from the host library
+        A = torch.einsum("n,nrd->rd", w, A_i.double())
+        B = torch.einsum("n,nor->or", w, B_i.double())
         out[module] = (A, B)
     return out
 
