@@ -240,7 +240,7 @@ def run_demo(assets, out_dir: Path, *, seeds=DEFAULT_SEEDS, strategies=None, emb
     result.seconds["runs"] = time.perf_counter() - start
     if report_out:
         t0 = time.perf_counter()
-        result.comparison = report(result, out_dir, title=title)
+        report(result, out_dir, title=title)
         result.seconds["report"] = time.perf_counter() - t0
     return result
 
@@ -270,15 +270,21 @@ def run_label(label: str, seed: int) -> str:
 
 
 def report(result: DemoResult, out_dir: Path, title: str | None = None):
-    """`ilora-eval compare` of the runs against LoraHub's seed group, into `out_dir`."""
+    """`ilora-eval compare` of the runs against LoraHub's seed group, into `out_dir`; the verdict
+    (which quotes compare's seed-aware intervals) closes the report."""
     from ilora_eval.compare import Settings, compare
+    from ilora_eval.compare.report import write_report
 
     baseline = "lorahub" if any(r.strategy == "lorahub" for r in result.runs) else None
     n = len(result.tasks)
     title = title or f"ilora-eval demo: every strategy on {n} unseen tasks, {len(result.seeds)} seeds each"
-    return compare([str(r.path) for r in result.runs], out_dir=out_dir,
-                   labels=[run_label(r.strategy, r.seed) for r in result.runs], baseline=baseline,
-                   settings=Settings(), title=title, epilogue=_epilogue(result))
+    comparison = compare([str(r.path) for r in result.runs], out_dir=None,
+                         labels=[run_label(r.strategy, r.seed) for r in result.runs], baseline=baseline,
+                         settings=Settings())
+    result.comparison = comparison
+    write_report(comparison, Path(out_dir), title=title, epilogue=_epilogue(result))
+    comparison.out_dir = Path(out_dir)
+    return comparison
 
 
 def _epilogue(result: DemoResult) -> str:
@@ -308,21 +314,64 @@ def _seed_means(result: DemoResult) -> dict[str, dict[str, float]]:
     return out
 
 
+def _pair_text(pair) -> str:
+    """`k of n tasks (w/t/l), mean difference +d [lo, hi]` from compare's pair (seed-aware interval)."""
+    n = pair.wins + pair.ties + pair.losses
+    text = f"wins on {pair.wins} of {n} tasks ({pair.wins}/{pair.ties}/{pair.losses} wins/ties/losses by seed means)"
+    iv = pair.interval
+    if iv is not None:
+        excl = ("excludes 0" if pair.interval_significant else
+                "includes 0" if iv.low <= 0 <= iv.high else "excludes 0 but is not called significant")
+        text += (f", mean difference {iv.estimate:+.3f}, 95% interval [{iv.low:+.3f}, {iv.high:+.3f}] over seeds "
+                 f"and documents ({excl})")
+    tested = [r for r in pair.rows if r.p_value is not None]
+    if tested:
+        text += (f"; per-task tests: {pair.sig_wins} significant wins, {pair.sig_losses} significant losses "
+                 f"of {len(tested)}")
+    if pair.seed_note:
+        text += f"; {pair.seed_note}"
+    return text
+
+
 def verdict(result: DemoResult) -> str:
-    """What the run says about instance- versus task-level composition: per task the best row, and
-    iLoraComp against LoraHub (wins on k of n tasks by seed means)."""
+    """What the run says, in words: against LoraHub (task level) every row's wins on k of n tasks and
+    the seed-aware interval of its mean difference (compare's two-level bootstrap), then the mean
+    per task kind and the best row per task."""
+    from ilora_eval.demo.tasks import SPECS_BY_NAME
+
     by = _seed_means(result)
+    c = result.comparison
     lines = ["## What this run says", ""]
-    for task in result.tasks:
-        best = max(by, key=lambda s: by[s][task])
-        lines.append(f"- {task}: best {best} {by[best][task]:.3f}")
-    if {"ilora", "lorahub"} <= set(by):
-        diffs = [by["ilora"][t] - by["lorahub"][t] for t in result.tasks]
-        wins = sum(d > 1e-9 for d in diffs)
-        losses = sum(d < -1e-9 for d in diffs)
-        lines.append(f"- iLoraComp (instance level) against LoraHub (task level), seed means per task: "
-                     f"{wins} wins, {len(diffs) - wins - losses} ties, {losses} losses on {len(diffs)} tasks; "
-                     "the summary table gives the seed-aware interval of the difference.")
+    pairs = {p.a: p for p in getattr(c, "pairs", []) if getattr(p, "b", None) == "lorahub"}
+    if pairs:
+        lines.append(f"Against task-level LoraHub (every group over seeds {', '.join(map(str, result.seeds))}), "
+                     "per strategy:")
+        lines.append("")
+        for label, pair in pairs.items():
+            lines.append(f"- {label}: {_pair_text(pair)}")
+        lines.append("")
+        over_seeds = [r for p in pairs.values() for r in p.rows if "over seeds" in (r.test or "")]
+        smallest = 2 / 2 ** len(result.seeds)  # exact two-sided sign-flip test over n paired seeds
+        if over_seeds and smallest >= c.settings.alpha:
+            lines.append(f"The per-task tests run over the {len(result.seeds)} seeds (compare's choice with 3 or more "
+                         f"seeds); the smallest two-sided p such a test can give is 2/2^{len(result.seeds)} = "
+                         f"{smallest:.4f}, not below {c.settings.alpha:g}, so no single task can be called "
+                         "significant here: the verdict rests on wins on k of n tasks and on the seed-aware "
+                         "interval of the mean difference.")
+            lines.append("")
+    kinds: dict[str, list[str]] = {}
+    for t in result.tasks:
+        kinds.setdefault(SPECS_BY_NAME[t].kind if t in SPECS_BY_NAME else "other", []).append(t)
+    if len(kinds) > 1:
+        head = "| strategy | " + " | ".join(f"{k} ({len(ts)})" for k, ts in kinds.items()) + " |"
+        lines += ["Seed means by task kind (unweighted mean over the kind's tasks):", "", head,
+                  "|---|" + "---:|" * len(kinds)]
+        for label, scores in by.items():
+            cells = [sum(scores[t] for t in ts) / len(ts) for ts in kinds.values()]
+            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
+        lines.append("")
+    lines.append("Best strategy per task (seed means): " + "; ".join(
+        f"{t} {max(by, key=lambda s: by[s][t])} {max(by[s][t] for s in by):.3f}" for t in result.tasks) + ".")
     return "\n".join(lines)
 
 
