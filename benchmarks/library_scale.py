@@ -16,7 +16,8 @@ memory of one open, not of a warmed-up interpreter):
 - index: `build_index` (`--embedder`, default the hashing embedder: the encoder is not what scales);
 - lm-eval run: `--model ilora` strategy=retrieve_fuse (top_k 20, one composition per document) on a
   24-document multiple-choice task, in-process; device bytes: what the composed layers hold on the
-  device after it (resident adapters + composed factors) vs the whole library on the device;
+  device after it (resident adapters + composed factors) vs the whole library on the device; the
+  same for a run of one document (its 20 adapters);
 - routing: per-document CPU time of the strategy's routing (embed, similarities to N centroids,
   top-k, register) over 200 new documents, best of 7.
 """
@@ -153,6 +154,13 @@ def lm_eval_run(args, base: Path, lib: Path, root: Path) -> dict:
     out["resident"] = len(lm.state.slots)
     out["used"] = len({i for c in lm.state.compositions for i in c.indices})
     out["all_bytes"] = per_adapter * len(lm.library)
+    # one document: the device holds its top_k adapters, whatever N
+    one = IloraLM(pretrained=str(base), library=str(lib), strategy="retrieve_fuse", top_k=TOP_K, embedder=args.embedder,
+                  device=args.device, batch_size=8, progress=False)
+    simple_evaluate(model=one, tasks=["scale_mc"], task_manager=tm, limit=1)
+    out["one_resident"] = len(one.state.slots)
+    out["one_bytes"] = sum(m.device_bytes() for m in composed_modules(one._model))
+    del one
     # routing alone: new documents each repeat (no embedding cache hits)
     corpus = Corpus(SPEC.vocab, len(lm.library), seed=1)
     rng = random.Random(1)
@@ -207,10 +215,12 @@ def run(args) -> Result:
                          "rss_ratio": cold["rss_open"] / fb, "rss_mib": cold["rss_open"] / 2 ** 20, **warm})
     first = rows[0]
     headers = ["N", "files MiB", "open cold s", "open warm s", "RSS after open MiB (x files)", "index s",
-               "lm-eval run s", "adapters on device / used", "device MiB (all on device)", "routing ms/doc (x N0)"]
+               "lm-eval run s", "adapters on device / used", "device MiB (whole library)",
+               "1 document: adapters, device MiB", "routing ms/doc (x N0)"]
     body = [[r["n"], r["file_mib"], r["cold_s"], r["warm_s"], f"{r['rss_mib']:.1f} ({r['rss_ratio']:.2f}x)",
              r["index_s"], r["run_s"], f"{r['resident']} / {r['used']}",
              f"{r['device_bytes'] / 2 ** 20:.2f} ({r['all_bytes'] / 2 ** 20:.1f})",
+             f"{r['one_resident']}, {r['one_bytes'] / 2 ** 20:.2f}",
              f"{r['route_ms']:.3f} ({r['route_ms'] / first['route_ms']:.2f}x)"] for r in rows]
     text = (f"Library scale ({machine()}; device {args.device}; embedder {args.embedder}; "
             f"rank-8 q,v adapters on a {SPEC.layers}-layer h{SPEC.hidden} Llama)\n\n" + table(headers, body))

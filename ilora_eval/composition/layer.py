@@ -87,10 +87,13 @@ class ComposedLoraLinear(nn.Module):
             return [int(a) for a in adapters]
         table = self.state.slots
         table.ensure(adapters)
-        self._fill()
-        return table.lookup(adapters)
+        slots = table.lookup(adapters)
+        self._fill(set(slots))
+        return slots
 
-    def _fill(self) -> None:
+    def _fill(self, wanted: set[int]) -> None:
+        """Sizes the factors to the slot table and copies in the `wanted` slots this module holds
+        an older adapter in (slots not asked for are refreshed when asked for)."""
         table = self.state.slots
         n, A, B = len(table), self.factors_A, self.factors_B
         if A.shape[0] != n:
@@ -105,7 +108,7 @@ class ComposedLoraLinear(nn.Module):
                 self._prototypes = P2
             if not keep:
                 self._loaded = {}
-        stale = [s for s in range(n) if self._loaded.get(s) != table.generation[s]]
+        stale = sorted(s for s in wanted if self._loaded.get(s) != table.generation[s])
         if not stale:
             return
         rows_A, rows_B = self.source.rows([table.owner[s] for s in stale])
