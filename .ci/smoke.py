@@ -68,8 +68,15 @@ def main(argv=None) -> int:
                 found = sorted(out.rglob("results_*.json"))
                 ok = proc.returncode == 0 and len(found) == 1
                 if ok:
-                    score = json.loads(found[0].read_text())["results"]["smoke_gen"]["exact_match,none"]
-                    what = f"ok (exact_match {score:.3f})"
+                    data = json.loads(found[0].read_text())
+                    score = data["results"]["smoke_gen"]["exact_match,none"]
+                    strategy = data["config"].get("ilora_strategy")
+                    # the results file must say which strategy ran (hf runs record none)
+                    ok = strategy == (None if model == "hf" else extra[0].split("=")[1])
+                    what = f"ok (exact_match {score:.3f}, {data['config']['model']}" + \
+                        (f" strategy {strategy})" if strategy else ")")
+                    if not ok:
+                        what = f"FAILED: the results record strategy {strategy!r}"
                 else:
                     what = f"FAILED rc={proc.returncode}:\n{proc.stderr[-3000:]}"
             failures += not ok

@@ -173,7 +173,9 @@ def main(argv=None) -> str:
     diff = {c: statistics.median(w - wo for w, wo in zip(times[f"with_{c}"], times[f"without_{c}"])) * 1000
             for c in ("wall", "cpu")}
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    verdict = "within" if diff["wall"] <= BUDGET_MS else "OVER"
+    # The verdict reads CPU time: on a busy machine the wall difference also holds the time the
+    # scheduler gave other processes, and grows with the load while the CPU difference does not.
+    verdict = "within" if diff["cpu"] <= BUDGET_MS else "OVER"
     lines = [
         f"install: {args.install} ({wheel.name}), .pth files: {', '.join(pths)}",
         f"interpreter: {sys.executable} (Python {sys.version.split()[0]})",
@@ -187,7 +189,7 @@ def main(argv=None) -> str:
         + " ".join(modules),
         f"(wall {time.perf_counter() - t0:.1f}s, {args.runs} pairs, {args.importtime_runs} importtime runs)",
         f"startup: {args.install} install adds {diff['wall']:.2f} ms wall, {diff['cpu']:.2f} ms cpu to "
-        f"`python -c pass` (median of paired differences; {verdict} the {BUDGET_MS:g} ms budget)",
+        f"`python -c pass` (median of paired differences; cpu {verdict} the {BUDGET_MS:g} ms budget)",
     ]
     text = "\n".join(lines)
     print(text, flush=True)
