@@ -291,8 +291,7 @@ def _epilogue(result: DemoResult) -> str:
     a = result.assets
     lines = ["## The demo run", ""]
     if a is not None:
-        source = ("the assets shipped with ilora-eval" if a.shipped else
-                  f"assets rebuilt on this machine (not the shipped ones; {a.root.name})")
+        source = "the assets shipped with ilora-eval" if a.shipped else _rebuilt_text(a)
         lines.append(f"- Assets: {source}, hash `{a.hash}` ({len(a.skills)} LoRA skills, {len(a.tasks)} tasks).")
     lines.append(f"- Seeds {', '.join(map(str, result.seeds))} for every strategy, per-seed protocol: each seed "
                  "redraws every task's 5 adaptation documents and its scored documents (`adapt_seed`) and is the "
@@ -303,6 +302,19 @@ def _epilogue(result: DemoResult) -> str:
     lines.append("")
     lines.append(verdict(result))
     return "\n".join(lines) + "\n"
+
+
+def _rebuilt_text(assets) -> str:
+    from ilora_eval.demo.build import shipped_assets
+
+    try:
+        shipped = shipped_assets().hash
+    except IloraError:
+        shipped = None
+    if shipped == assets.hash:
+        return "assets rebuilt on this machine (--rebuild), byte-identical to the shipped ones"
+    return (f"assets rebuilt on this machine (--rebuild), NOT the shipped ones (shipped hash `{shipped}`): "
+            "numbers differ from the committed reference run")
 
 
 def _seed_means(result: DemoResult) -> dict[str, dict[str, float]]:
