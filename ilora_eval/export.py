@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ilora_eval.errors import IloraError
+from ilora_eval.run_files import date_id_of, parse_model_args, results_files_under, routing_log_for
 
 ROUTES_NAME = "routes.json"
 ROUTES_FORMAT = "ilora-eval routes 1"
@@ -108,16 +109,12 @@ class Run:
 
     @property
     def date_id(self) -> str:
-        return self.path.stem[len("results_"):] if self.path.stem.startswith("results_") else self.path.stem
+        return date_id_of(self.path)
 
     @property
     def pretrained(self) -> str | None:
-        args = self.config.get("model_args")
-        if isinstance(args, dict):
-            return args.get("pretrained")
-        # lm-eval's `k=v,k2=v2` string
-        pairs = dict(part.split("=", 1) for part in str(args or "").split(",") if "=" in part)
-        return pairs.get("pretrained") or self.config.get("model_name") or None
+        args = parse_model_args(self.config.get("model_args"))
+        return args.get("pretrained") or self.config.get("model_name") or None
 
 
 def find_results(path: str | os.PathLike) -> Path:
@@ -128,7 +125,8 @@ def find_results(path: str | os.PathLike) -> Path:
     if not p.is_dir():
         raise IloraError(f"{p} does not exist; pass a results_*.json of an ilora run or its --output_path folder")
     # lm-eval writes DIR/<model name>/results_<date_id>.json; accept DIR or DIR/<model name>
-    files = sorted(p.glob("results_*.json")) or sorted(p.glob("*/results_*.json"))
+    files = results_files_under(p, recursive=False) or [
+        f for d in sorted(p.iterdir()) if d.is_dir() for f in results_files_under(d, recursive=False)]
     if not files:
         raise IloraError(f"{p} holds no results_*.json (nor its subfolders); pass the results file or the run's --output_path")
     folders = sorted({f.parent for f in files})
@@ -136,7 +134,7 @@ def find_results(path: str | os.PathLike) -> Path:
         raise IloraError(f"{p} holds results of several models ({', '.join(f.name for f in folders)}); "
                          "pass one results_*.json or one of these folders")
     # ISO timestamps in the names sort by time
-    return max(files, key=lambda f: f.name)
+    return max(files, key=lambda f: date_id_of(f))
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -190,7 +188,7 @@ def routing_log_path(run: Run, explicit: str | None = None) -> Path | None:
     candidates = []
     if recorded:
         candidates += [Path(recorded), run.path.parent / Path(recorded).name]
-    candidates.append(run.path.parent / f"ilora_routing_{run.date_id}.jsonl")
+    candidates.append(routing_log_for(run.path))
     return _existing(candidates)
 
 

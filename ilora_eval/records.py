@@ -15,42 +15,9 @@ from pathlib import Path
 
 from ilora_eval.distributed import Collectives
 from ilora_eval.errors import IloraError
+from ilora_eval.run_files import (ROUTING_LOG_PREFIX, date_id_of, is_results_name,  # noqa: F401 (re-exported)
+                                  results_folder, routing_log_for)
 from ilora_eval.util import write_atomic
-
-ROUTING_LOG_PREFIX = "ilora_routing_"
-# lm-eval 0.4.13's date_id: datetime.now().isoformat() with ":" as "-" (microseconds dropped when 0)
-_DATE_ID = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?$")
-
-
-def date_id_of(results_file) -> str:
-    """The timestamp lm-eval puts in a results file name: `results_<date_id>.json` under an
-    --output_path folder, `<stem>_<date_id>.json` for an --output_path ending in .json."""
-    stem = Path(results_file).stem
-    found = _DATE_ID.search(stem)
-    if found and (found.start() == 0 or stem[found.start() - 1] == "_"):
-        return found.group(0)
-    return stem.split("_", 1)[1] if "_" in stem else stem  # not lm-eval's name: everything after the first "_"
-
-
-def routing_log_for(results_file) -> Path:
-    """Where an ilora run's routing log sits: beside its results file, with the same timestamp
-    (the one rule the writer, `compare` and `export` share)."""
-    return Path(results_file).parent / f"{ROUTING_LOG_PREFIX}{date_id_of(results_file)}.jsonl"
-
-
-def is_results_name(name: str) -> bool:
-    """A name lm-eval gives a results file: `results_<date_id>.json`, or `<stem>_<date_id>.json`
-    for an --output_path ending in .json (never a samples_*.jsonl or a routing log)."""
-    path = Path(name)
-    if path.suffix != ".json":
-        return False
-    return path.stem.startswith("results_") or bool(re.search(r"_" + _DATE_ID.pattern, path.stem))
-
-
-def results_folder(output_path) -> Path:
-    """The folder lm-eval 0.4.13 saves into for --output_path (before the per-model subfolder)."""
-    path = Path(output_path)
-    return path.parent if path.suffix == ".json" else path
 
 
 def check_output_path(output_path) -> None:

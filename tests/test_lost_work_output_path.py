@@ -65,8 +65,6 @@ def test_json_output_path_gets_its_routing_log_beside_the_results(llama, tasks, 
     assert find_routing_log(load_run(results[0])) == log
 
 
-@pytest.mark.xfail(reason="export.routing_log_path still spells the name itself: it should call "
-                          "ilora_eval.records.routing_log_for(run.path) (export.py is another owner's)")
 def test_export_pairs_a_json_output_path_run_with_its_routing_log(llama, tasks, tmp_path, monkeypatch):
     base, lib = llama
     cli(monkeypatch, base, lib, tasks, tmp_path / "out" / "res.json")
@@ -74,6 +72,12 @@ def test_export_pairs_a_json_output_path_run_with_its_routing_log(llama, tasks, 
 
     results = next((tmp_path / "out").glob("res_*.json"))
     assert routing_log_path(load_run(results)) == routing_log_for(results)
+    # the folder is found by both tools too: export's newest results file, compare's recursive search
+    from ilora_eval.compare.results import find_results_files
+    from ilora_eval.export import find_results
+
+    assert find_results(tmp_path / "out") == results
+    assert find_results_files([str(tmp_path / "out")]) == [results]
 
 
 def test_names():

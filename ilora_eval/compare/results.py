@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ilora_eval.errors import IloraError
+from ilora_eval.run_files import (date_id_of, parse_model_args, read_results_json, results_files_under,
+                                  routing_log_for, samples_file_for)
 
 
 class NoSamples(Exception):
@@ -63,8 +65,7 @@ class Run:
 
     @property
     def date_id(self) -> str:
-        stem = self.path.stem
-        return stem.split("_", 1)[1] if "_" in stem else stem
+        return date_id_of(self.path)
 
     @property
     def adapt_seed(self) -> Any:
@@ -77,7 +78,7 @@ class Run:
 
     def samples_path(self, task: str) -> Path:
         """Where lm-eval 0.4.13 writes this run's samples for `task` (same timestamp)."""
-        return self.path.parent / f"samples_{task}_{self.date_id}.jsonl"
+        return samples_file_for(self.path, task)
 
     def per_doc(self, task: str, metric: str, filt: str) -> dict[Any, DocValue]:
         """doc_id -> per-document value; raises NoSamples with the reason."""
@@ -147,7 +148,7 @@ def find_results_files(paths: list[str]) -> list[Path]:
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
-            files = sorted(p.rglob("results_*.json"))
+            files = results_files_under(p)
             if not files:
                 raise IloraError(
                     f"{p}: no results_*.json found under this directory; "
@@ -166,32 +167,8 @@ def find_results_files(paths: list[str]) -> list[Path]:
     return found
 
 
-def parse_model_args(model_args: Any) -> dict[str, Any]:
-    """--model_args as lm-eval parses it (`k=v,...` with typed values), or a dict as given."""
-    from lm_eval.utils import simple_parse_args_string
-
-    if isinstance(model_args, dict):
-        return dict(model_args)
-    if not isinstance(model_args, str):
-        return {}
-    return simple_parse_args_string(model_args)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise IloraError(f"cannot read {path} ({err}); pass a readable lm-eval results JSON") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise IloraError(
-            f"{path} is not valid JSON ({err.msg}, line {err.lineno}); pass an lm-eval results_*.json file"
-        ) from None
-
-
 def load_run(path: Path) -> Run:
-    data = _read_json(path)
+    data = read_results_json(path)
     results = data.get("results") if isinstance(data, dict) else None
     config = data.get("config") if isinstance(data, dict) else None
     if not isinstance(results, dict) or not isinstance(config, dict) or not all(
@@ -291,14 +268,15 @@ def find_routing_log(run: Run) -> Path | None:
         for candidate in ([p] if p.is_absolute() else [run.path.parent / p, p]) + [run.path.parent / p.name]:
             if candidate.is_file():
                 return candidate
-    beside = run.path.parent / f"ilora_routing_{run.date_id}.jsonl"
+    beside = routing_log_for(run.path)
     if beside.is_file():
         return beside
     top = run.path.parent.parent
     logs = sorted(top.glob("ilora_routing_*.jsonl"))
     if not logs:
         return None
-    ilora_runs = [p for p in top.glob("*/results_*.json") if _is_ilora_results(p)]
+    ilora_runs = [p for d in top.iterdir() if d.is_dir() for p in results_files_under(d, recursive=False)
+                  if _is_ilora_results(p)]
     if len(logs) == 1 and len(ilora_runs) == 1:
         return logs[0]
     raise NoRouting(f"{len(logs)} routing logs in {top} for {len(ilora_runs)} ilora runs: cannot tell which is "
