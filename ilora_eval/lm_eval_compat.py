@@ -18,9 +18,10 @@ TaskOutputs) and `simple_evaluate`'s `loaded` (vs the nested `task_dict`).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from ilora_eval.errors import IloraError
 
@@ -194,6 +195,29 @@ def run_metadata() -> dict:
     found = _frame_locals("simple_evaluate")
     metadata = found.get("metadata") if found else None
     return dict(metadata) if isinstance(metadata, dict) else {}
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the run is, read from lm-eval's frames in one go (issue #19: one door to lm-eval).
+
+    Take it once, at the model's first request, and hand it down: the readers below it then need
+    neither frames nor lm-eval internals, and can be unit-tested with a RunContext built by hand.
+    """
+
+    tasks: Mapping[str, Any] | None = None  # the live Task objects by name (None: no run on the stack)
+    settings: PromptSettings = PromptSettings()
+    seed: int | None = None  # lm-eval's --seed (simple_evaluate's random_seed)
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # lm-eval's --metadata
+    tracker: Any = None  # the EvaluationTracker (None without --output_path handling)
+
+
+def run_context(lm) -> RunContext:
+    """The RunContext of the lm-eval run now asking `lm` for something (empty outside a run)."""
+    tasks = live_tasks()
+    return RunContext(tasks=MappingProxyType(dict(tasks)) if tasks is not None else None,
+                      settings=prompt_settings(lm), seed=run_seed(),
+                      metadata=MappingProxyType(run_metadata()), tracker=evaluation_tracker())
 
 
 def scored_split(task) -> str | None:

@@ -145,3 +145,37 @@ def test_live_tasks_reads_each_release_shape():
         got = _in_evaluator(code, one=one, two=two, TaskOutput=TaskOutput, live=compat.live_tasks)
         assert got == {"one": one, "two": two}, shape
     assert compat.live_tasks() is None
+
+
+def test_run_context_reads_the_run_lm_eval_is_making(pack, tmp_path):
+    """Through the installed lm-eval's own simple_evaluate/evaluate frames (their shapes differ
+    between releases): what the model is told at its first request is what the run was given."""
+    from lm_eval import simple_evaluate
+    from lm_eval.api.model import LM
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    seen = []
+
+    class Probe(LM):
+        def generate_until(self, requests, disable_tqdm=False):
+            seen.append(compat.run_context(self))
+            return ["" for _ in requests]
+
+        def loglikelihood(self, requests, disable_tqdm=False):
+            raise AssertionError("generation task only")
+
+        loglikelihood_rolling = loglikelihood
+
+    tracker = EvaluationTracker(output_path=str(tmp_path / "out"))
+    simple_evaluate(model=Probe(), tasks=["cmp_group"], task_manager=TaskManager(include_path=str(pack),
+                    include_defaults=False), limit=2, random_seed=7, system_instruction="Be brief.",
+                    metadata={"adapt_seed": 3}, evaluation_tracker=tracker)
+    assert len(seen) == 1  # one generate_until call for both tasks
+    ctx = seen[0]
+    assert sorted(ctx.tasks) == ["cmp_a", "cmp_b"] and ctx.tasks["cmp_b"].config.task == "cmp_b"
+    assert (ctx.seed, ctx.tracker, ctx.settings.system_instruction) == (7, tracker, "Be brief.")
+    assert ctx.metadata["adapt_seed"] == 3
+    with pytest.raises(TypeError):
+        ctx.metadata["adapt_seed"] = 4  # read once, frozen
+    assert compat.run_context(None) == compat.RunContext()  # outside a run: empty
