@@ -52,12 +52,10 @@ def _missing_feature() -> str | None:
     """The first internal this module reads that the installed lm-eval lacks, named."""
     from lm_eval.api import registry
 
+    # (lm_eval.tasks is not imported for a check here: that alone takes seconds; load_tasks reads
+    # whichever TaskManager method exists)
     if not hasattr(getattr(registry, "model_registry", None), "register"):
         return "lm_eval.api.registry.model_registry"
-    from lm_eval.tasks import TaskManager
-
-    if not (hasattr(TaskManager, "load") or hasattr(TaskManager, "load_task_or_group")):
-        return "TaskManager.load"
     return None
 
 
