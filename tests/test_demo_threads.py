@@ -51,3 +51,24 @@ def test_one_and_two_threads_give_the_same_answers(tmp_path):
     differ = sorted(k for k in one if one[k] != two[k])
     assert not differ, f"{len(differ)} of {len(one)} answers differ between 1 and 2 threads: {differ[:5]}"
     assert _weights(outs[1]) == _weights(outs[2])
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_answers_as_one_process(tmp_path):
+    """The full demo spreads its runs over 2 worker processes (--jobs); each run is independent and
+    seeded, so every document's answer is the one a single process gives."""
+    from ilora_eval.demo.run import run_demo
+
+    assets = shipped_assets()
+    assets.tasks = TASKS[:2]
+    outs = {}
+    for jobs in (1, 2):
+        outs[jobs] = tmp_path / f"jobs{jobs}"
+        result = run_demo(assets, outs[jobs], seeds=(1, 2), strategies=["retrieve_fuse", "lorahub"],
+                          embedder="hashing", limit=4, jobs=jobs, cache=tmp_path / f"cache{jobs}", report_out=False,
+                          progress=lambda msg: None)
+        assert [(r.strategy, r.seed) for r in result.runs] == [
+            ("retrieve_fuse", 1), ("lorahub", 1), ("retrieve_fuse", 2), ("lorahub", 2)]
+    one, two = _answers(outs[1]), _answers(outs[2])
+    assert len(one) == 2 * 2 * 2 * 4 and one == two
+    assert _weights(outs[1]) == _weights(outs[2])
