@@ -116,7 +116,7 @@ def plan(work: Path, model: str, seeds, device: str, batch_size: str, limit: int
         if limit:
             cmd += ["--limit", str(limit)]
         cmds.append(cmd + list(extra or []))
-    cmds.append([*cli, "compare", str(work / "results"), "--baseline", "lorahub", "--out", str(work / "compare")])
+    cmds.append([*cli, "compare", str(work / "results"), "--baseline", "lorahub", "--out", str(work / "compare"), "--overwrite"])
     return cmds
 
 
