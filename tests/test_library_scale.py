@@ -345,3 +345,32 @@ def test_top_k_without_a_full_sort_equals_the_stable_sort():
         for order in ("desc", "asc"):
             keys = -sims if order == "desc" else sims
             np.testing.assert_array_equal(top_k(sims, k, order), np.argsort(keys, kind="stable")[:k])
+
+
+def test_scale_benchmark_runs_and_reports_what_the_device_holds(tmp_path):
+    """`python -m benchmarks.library_scale` at one small N: every column, a one-document run holding
+    exactly its top_k adapters, weights not held on the host after opening."""
+    from benchmarks import library_scale
+
+    res = library_scale.run(library_scale.parse(["--n", "24", "--workdir", str(tmp_path)]))
+    (row,) = res.rows
+    assert row["one_resident"] == library_scale.TOP_K and row["resident"] <= row["used"] <= 24
+    assert row["rss_ratio"] < 1.2 and row["warm_s"] > 0 and row["route_ms"] > 0
+    assert "| 24 |" in res.text and res.ratio_line.startswith("N 24 -> 24")
+
+
+def test_bin_adapters_are_read_on_demand_too(lib_copy):
+    """A `.bin` adapter (torch.save) is memory-mapped through torch.load(mmap=True): the same rows and
+    digest-scan behaviour as its safetensors twin."""
+    from safetensors.torch import load_file
+
+    _, lib = lib_copy
+    before = LoraLibrary.open(lib)
+    f = lib / "04_sorting" / "adapter_model.safetensors"
+    torch.save(load_file(str(f)), lib / "04_sorting" / "adapter_model.bin")
+    f.unlink()
+    after = LoraLibrary.open(lib)
+    assert after.digests["04_sorting"] != before.digests["04_sorting"]  # other bytes, another digest
+    for module in after.modules:
+        for got, want in zip(after.modules[module].rows([4, 1]), before.modules[module].rows([4, 1])):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
