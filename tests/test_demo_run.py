@@ -102,3 +102,23 @@ def test_output_folder_is_never_mixed(demo, tmp_path, capsys):
     assert _demo(foreign, "--overwrite") == 2
     assert "holds no demo output" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_an_interrupted_demo_is_replaced_only_with_overwrite(tmp_path):
+    from ilora_eval.demo.run import prepare_out, start_record
+    from ilora_eval.errors import IloraError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    start_record(out)  # what the demo writes before its first run
+    (out / "runs" / "lorahub_seed1").mkdir(parents=True)
+    (out / "runs" / "lorahub_seed1" / "results_x.json").write_text("{}")
+    with pytest.raises(IloraError, match="--overwrite"):
+        prepare_out(out, overwrite=False)
+    assert prepare_out(out, overwrite=True) == out and not any(out.iterdir())
+    start_record(out)
+    (out / "runs").mkdir()
+    (out / "notes.txt").write_text("mine")  # not the demo's: never deleted, and the folder is refused
+    with pytest.raises(IloraError, match="notes.txt"):
+        prepare_out(out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"

@@ -100,6 +100,7 @@ def _run(args) -> int:
     strategies = args.strategies.split(",") if args.strategies else None
     if args.refresh_reference:
         demo_run.clear_reference(out)
+    demo_run.start_record(out)
     n_rows = len(strategies or demo_run.STRATEGY_ARGS)
     print(f"running {n_rows} strategies x {len(seeds)} seeds through lm-eval's evaluator "
           f"(per-seed protocol: adapt_seed = seed):")

@@ -405,10 +405,15 @@ def prepare_out(out_dir: Path, *, overwrite: bool) -> Path:
     if not overwrite:
         raise IloraError(f"--out {out_dir} holds an earlier demo's report; pass --overwrite to replace it "
                          "or choose another --out")
+    inside = out_dir.resolve()
     for rel in record.get("files", []):
         path = out_dir / rel
-        if path.is_file() and path.resolve().is_relative_to(out_dir.resolve()):
+        if path.is_file() and path.resolve().is_relative_to(inside):
             path.unlink()
+    for rel in record.get("folders", []):  # an interrupted demo lists only the folder of its runs
+        path = out_dir / rel
+        if path.is_dir() and path.resolve().is_relative_to(inside) and path.resolve() != inside:
+            shutil.rmtree(path)
     for folder in sorted({p for p in out_dir.rglob("*") if p.is_dir()}, key=lambda p: -len(p.parts)):
         with contextlib.suppress(OSError):
             folder.rmdir()  # empty ones only
@@ -428,6 +433,15 @@ def _read_record(out_dir: Path) -> dict | None:
     return data if isinstance(data, dict) and data.get("kind") == "ilora-eval demo" else None
 
 
+def start_record(out_dir: Path) -> Path:
+    """Marks the folder as this demo's before any run is written, so that an interrupted demo's
+    `runs/` can be replaced with --overwrite (and nothing else of the folder is touched)."""
+    path = Path(out_dir) / RECORD
+    path.write_text(json.dumps({"kind": "ilora-eval demo", "complete": False, "folders": ["runs"], "files": []},
+                               indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def write_record(result: DemoResult, out_dir: Path, settings: dict) -> Path:
     """`demo.json`: the assets' hash, seeds, tasks, rows, timings, and every file the demo wrote
     (what --overwrite removes)."""
@@ -440,6 +454,7 @@ def write_record(result: DemoResult, out_dir: Path, settings: dict) -> Path:
     files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p.name != RECORD)
     record = {
         "kind": "ilora-eval demo",
+        "complete": True,
         "assets": {"hash": a.hash, "shipped": a.shipped, "skills": a.skills, "tasks": a.tasks},
         "seeds": result.seeds,
         "strategies": list(dict.fromkeys(r.strategy for r in result.runs)),
@@ -450,6 +465,7 @@ def write_record(result: DemoResult, out_dir: Path, settings: dict) -> Path:
         "runs": [{"strategy": r.strategy, "seed": r.seed, "seconds": round(r.seconds, 1),
                   "path": r.path.relative_to(out_dir).as_posix(), "scores": r.scores} for r in result.runs],
         "files": files,
+        "folders": ["runs"],
     }
     path = out_dir / RECORD
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
