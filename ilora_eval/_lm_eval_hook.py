@@ -14,9 +14,9 @@ finds (feature detection, never a version number):
 * `registry.load_plugins` exists: lm-eval reads the `lm_eval.models` entry points itself (the
   plugin registration of lm-eval's PR #4013); pyproject declares `ilora` there, so the hook steps
   aside.
-* `registry.model_registry.register(name, target=...)` exists (lm-eval >= 0.4.11): a lazy entry,
+* `registry.model_registry.register(name, target=...)` exists (lm-eval >= 0.4.10): a lazy entry,
   so torch and the model load only when `--model ilora` is asked for.
-* only a `MODEL_REGISTRY` dict of classes (lm-eval <= 0.4.10): ilora cannot run there; the entry
+* only a `MODEL_REGISTRY` dict of classes (lm-eval <= 0.4.9.x): ilora cannot run there; the entry
   added is a stand-in whose construction stops with one line naming the supported range, so
   `--model ilora` says why instead of listing every model, and the stock models are untouched.
 * anything else: nothing.

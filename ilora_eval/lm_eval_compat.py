@@ -26,8 +26,9 @@ from typing import Any, Callable, Mapping
 from ilora_eval.errors import IloraError
 
 # The release range this module has been measured against (docs/compatibility.md): the floor is
-# the first release with the lazy model registry (`model_registry.register(name, target=...)`) that
-# the start-up hook needs; the ceiling is the next minor, which may move any internal read here.
+# the oldest release measured with the whole lm-eval-facing test suite (0.4.10 is the first with the
+# lazy model registry the start-up hook needs, 0.4.9.x and older have a dict of classes); the ceiling
+# is the next minor, which may move any internal read here.
 FLOOR, CEILING = (0, 4, 11), (0, 5)
 RANGE = ">=0.4.11,<0.5"
 EVALUATOR = "lm_eval.evaluator"

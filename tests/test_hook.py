@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# lm-eval >= 0.4.11: a Registry of lazy "module:Class" targets; get_model imports lm_eval.models when
+# lm-eval >= 0.4.10: a Registry of lazy "module:Class" targets; get_model imports lm_eval.models when
 # the registry is empty (api/registry.py). `plugins=True` adds lm-eval's entry-point reader
 # (`load_plugins`, upstream PR #4013), which reads `lm_eval.models` entry points itself.
 LAZY_REGISTRY = '''
@@ -58,7 +58,7 @@ class HFLM:
     pass
 model_registry.register("hf")(HFLM)
 '''
-# lm-eval <= 0.4.10: a plain dict of classes filled by @register_model as lm_eval.models imports.
+# lm-eval <= 0.4.9.x: a plain dict of classes filled by @register_model as lm_eval.models imports.
 LEGACY_REGISTRY = '''
 MODEL_REGISTRY = {}
 def register_model(*names):
