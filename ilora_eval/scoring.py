@@ -76,36 +76,26 @@ class TargetScorer:
             raise IloraError(f"loss={objective!r} is unknown; choose one of {', '.join(OBJECTIVES)}")
         if self.sm.backend == "causal":
             self.plain_head()  # probed before any rows are set: the probe is one base-model row
-        first_transient = len(self.state.compositions)
         rows = []  # (candidate, composition id, ctx, cont)
-        for c, (comp, exs) in enumerate(zip(comps, examples)):
-            cid = self.state.register(comp)
-            for ex in exs:
-                rows.append((c, cid, *self.encode(ex, objective)))
         nll = torch.zeros(len(comps), dtype=torch.float64)
         ntok = torch.zeros(len(comps), dtype=torch.float64)
-        self.state.transient_from = first_transient
-        try:
+        # candidates are never reused: the scoped table keeps them out of the layers' caches and
+        # drops them on exit, so the table does not grow with every search step
+        with self.state.candidates() as register:
+            for c, (comp, exs) in enumerate(zip(comps, examples)):
+                cid = register(comp)
+                for ex in exs:
+                    rows.append((c, cid, *self.encode(ex, objective)))
             step = max(1, self.sm.rows_per_batch)
             for start in range(0, len(rows), step):
                 chunk = rows[start : start + step]
                 for (c, _, _, cont), loss in zip(chunk, self._forward(chunk)):
                     nll[c] += loss
                     ntok[c] += len(cont)
-        finally:
-            self.state.set_rows(None)
-            self.state.transient_from = None
-            self._forget_transient(first_transient)
         mean = nll / ntok.clamp(min=1)
         if objective == "lorahub":
             mean = mean / torch.tensor([max(1, len(exs)) for exs in examples], dtype=torch.float64)
         return mean.tolist()
-
-    def _forget_transient(self, first: int) -> None:
-        # candidates are never reused: drop them so the table does not grow with every search step
-        for comp in self.state.compositions[first:]:
-            self.state.ids.pop(comp, None)
-        del self.state.compositions[first:]
 
     def plain_head(self) -> bool:
         """Whether the model's logits are exactly its output embedding applied to the last hidden
@@ -140,10 +130,13 @@ class TargetScorer:
         return torch.cat([logits[i, a:b] for i, a, b in spans])
 
     def _forward(self, chunk) -> list[float]:
+        with self.state.rows([cid for _, cid, _, _ in chunk]):
+            return self._forward_rows(chunk)
+
+    def _forward_rows(self, chunk) -> list[float]:
         sm = self.sm
         device = sm.device
         pad = sm.pad_id or 0
-        self.state.set_rows([cid for _, cid, _, _ in chunk])
         max_len = sm.max_length
         if sm.backend == "causal":
             seqs = [(ctx + cont)[-(max_len + 1):][:-1] for _, _, ctx, cont in chunk]

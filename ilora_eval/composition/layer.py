@@ -1,8 +1,8 @@
 """The composed layer: `ComposedLoraLinear` wraps a base `nn.Linear` (or GPT-2 `Conv1D`) and holds
 that module's library stacked as A [N, r, d_in] and B [N, d_out, r] (scaling folded into B);
 `inject` puts one in place of every library target module, where the module's weights live and in
-the dtype it computes in. The shared `CompositionState` says which composition each row uses; the
-mixing math is in `mixers`.
+the dtype it computes in. The shared `CompositionState` says which composition each row uses and which
+mixing mode (a class in `modes`) computes the delta; the math is in `mixers`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ilora_eval.composition import mixers
+from ilora_eval.composition import mixers, modes  # noqa: F401 (modes: the built-in modes registered)
 from ilora_eval.composition.table import BASE, Composition, CompositionState, RowPlan
 from ilora_eval.errors import IloraError
 
@@ -57,26 +57,18 @@ class ComposedLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base(x, *args, **kwargs)
-        if self.state.rows is None:
+        if self.state.row_ids is None:
             return y
         if x.device != self.factors_A.device:
             # an accelerate hook on the base layer may have moved its input: compose where the factors live
             x = x.to(self.factors_A.device)
-        plan = self.state.plan(x.shape[0], x.device)
+        plan = self.state.plan(x.shape[0], x.device)  # rows checked against the batch once per forward
         if plan.uniq == [BASE]:
             return y
         x3 = x if x.dim() == 3 else x.unsqueeze(1)
-        if self.state.mode == "arrow":
-            comps = self._slot_compositions(plan)  # first: it may grow the factors
-            delta = mixers.arrow_mix(x3, self.factors_A, self.factors_B, self.arrow_prototypes(), plan,
-                                     comps, self.state.arrow_k, self.state.arrow_temperature)
-        elif self.state.mode == "output":
-            idx = self._output_idx(plan)  # first: it may grow the factors
-            delta = mixers.output_mix(x3, self.factors_A, self.factors_B, idx, plan.out_w)
-        else:
-            delta = mixers.param_apply(x3, y, *self._row_factors(plan))
-            if delta is None:  # added to y in place
-                return y
+        delta = self.state.mixing.delta(self, x3, y, plan)  # the mode class (modes.py) computes
+        if delta is None:  # added to y in place
+            return y
         delta = delta if x.dim() == 3 else delta.squeeze(1)
         return y + delta.to(device=y.device, dtype=y.dtype)
 

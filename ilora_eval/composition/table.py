@@ -9,6 +9,7 @@ everywhere.
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,7 @@ import torch
 from ilora_eval.errors import IloraError
 
 BASE = 0  # composition id of "no adapter"
+# the built-in mixing modes (classes in `modes`; `modes.mode_names()` also lists modes registered later)
 MODES = ("param", "output", "arrow")
 
 
@@ -47,7 +49,8 @@ class CompositionState:
     cache_size: int = 256
     compositions: list[Composition] = field(default_factory=lambda: [Composition((), ())])
     ids: dict[Composition, int] = field(default_factory=dict)
-    rows: torch.Tensor | None = None  # [batch] composition ids for the forward in flight
+    # [batch] composition ids for the forward in flight (set it with `with state.rows(ids):`)
+    row_ids: torch.Tensor | None = None
     transient_from: int | None = None  # ids >= this are search candidates: never cached
     arrow_k: int = 3
     arrow_temperature: float = 1.0
@@ -55,6 +58,7 @@ class CompositionState:
     adapter_cache: int = 256
     _plans: dict = field(default_factory=dict)
     _slots: "AdapterSlots | None" = None
+    _mixing: tuple | None = None  # (mode name, its MixingMode): looked up once, not per module per forward
 
     @property
     def slots(self) -> "AdapterSlots":
@@ -65,32 +69,76 @@ class CompositionState:
         return self._slots
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise IloraError(f"composition={self.mode!r} is unknown; choose one of {', '.join(MODES)}")
+        self.mixing  # validates the mode where it enters: a one-line error naming the known modes
         self.ids[self.compositions[0]] = BASE
 
+    @property
+    def mixing(self):
+        """The `modes.MixingMode` named by `mode` (the layer calls it; it never branches on the name)."""
+        hit = self._mixing
+        if hit is None or hit[0] != self.mode:
+            from ilora_eval.composition.modes import get_mode  # modes imports this module
+
+            hit = self._mixing = (self.mode, get_mode(self.mode))
+        return hit[1]
+
+    @contextmanager
+    def rows(self, ids):
+        """`with state.rows(ids):` the forwards inside use composition `ids[b]` for batch row b
+        (None: the base model); on exit the rows in force before are back, however the block ends."""
+        previous = self.row_ids
+        self.set_rows(ids)
+        try:
+            yield self
+        finally:
+            self.row_ids = previous
+            self._plans = {}
+
     def set_rows(self, rows) -> None:
-        """Composition id per batch row for the next forward passes (None: base model)."""
-        self.rows = None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        """Composition id per batch row for the next forward passes (None: base model). Prefer
+        `with state.rows(ids):`, which also puts the previous rows back. The ids are checked here,
+        where they enter: a 1-D sequence of registered composition ids."""
+        if rows is not None:
+            rows = torch.as_tensor(rows, dtype=torch.long)
+            if rows.dim() != 1 or rows.numel() == 0:
+                raise IloraError(f"composition rows must be one id per batch row (a non-empty 1-D sequence), "
+                                 f"got shape {tuple(rows.shape)}; pass state.rows([id_row0, id_row1, ...])")
+            lo, hi = int(rows.min()), int(rows.max())
+            if lo < 0 or hi >= len(self.compositions):
+                bad = lo if lo < 0 else hi
+                raise IloraError(f"composition id {bad} is not registered (ids 0..{len(self.compositions) - 1} are); "
+                                 "use the id state.register(composition) returned")
+        self.row_ids = rows
         self._plans = {}
+
+    @contextmanager
+    def candidates(self):
+        """`with state.candidates() as register:` a scoped table for the search's transient
+        compositions: ids `register(comp)` gives inside are never cached by the layers, and those
+        new to the table are dropped on exit (the table does not grow with every search step);
+        compositions already registered (e.g. by routing) keep their ids and their caches."""
+        if self.transient_from is not None:
+            raise IloraError("internal: candidate tables do not nest; finish one search step before starting another")
+        first = len(self.compositions)
+        self.transient_from = first
+        try:
+            yield self.register
+        finally:
+            self.transient_from = None
+            for comp in self.compositions[first:]:
+                self.ids.pop(comp, None)
+            del self.compositions[first:]
+            self._plans = {}
 
     def plan(self, batch: int, device) -> "RowPlan":
         """Computed once per forward (not once per module): which compositions, which row uses which."""
         key = (batch, str(device))
         plan = self._plans.get(key)
         if plan is None:
-            rows = _match_rows(self.rows, batch)
+            rows = _match_rows(self.row_ids, batch)
             uniq, inverse = torch.unique(rows, return_inverse=True)
             plan = RowPlan(uniq.tolist(), inverse.to(device), None, None, cids=rows.tolist())
-            if self.mode == "output":
-                comps = [self.compositions[c] for c in rows.tolist()]
-                k = max(1, max(len(c.indices) for c in comps))
-                idx = torch.zeros(batch, k, dtype=torch.long)
-                w = torch.zeros(batch, k, dtype=torch.float32)
-                for b, c in enumerate(comps):
-                    idx[b, : len(c.indices)] = torch.tensor(c.indices, dtype=torch.long)
-                    w[b, : len(c.indices)] = torch.tensor(c.weights, dtype=torch.float32)
-                plan = RowPlan(plan.uniq, plan.inverse, idx.to(device), w.to(device), cids=plan.cids)
+            self.mixing.prepare(plan, self, device)
             self._plans[key] = plan
         return plan
 
@@ -178,4 +226,5 @@ def _match_rows(rows: torch.Tensor, batch: int) -> torch.Tensor:
         return rows
     if batch % rows.numel() == 0:
         return rows.repeat_interleave(batch // rows.numel())
-    raise IloraError(f"internal: batch of {batch} rows does not match {rows.numel()} composition ids")
+    raise IloraError(f"a batch of {batch} rows reached the composed layer with {rows.numel()} composition ids; "
+                     "set one id per batch row (with state.rows(ids)) for the batch being run")
