@@ -112,8 +112,18 @@ class IloraLM(HFLM):
         return self.comm.barrier() if self.comm.cpu else super().barrier()
 
     # ------------------------------------------------------------ routing
+    _run_context = None
+
+    def _run(self) -> compat.RunContext:
+        """The run now asking (tasks, prompt settings, seed, metadata), read from lm-eval once, at
+        its first request, and handed down; get_model_info (the run's end) lets it go. Outside a run
+        it is empty and read again, so a run that follows direct calls is seen."""
+        if self._run_context is None or self._run_context.tasks is None:
+            self._run_context = compat.run_context(self)
+        return self._run_context
+
     def _composition_ids(self, requests) -> list[int]:
-        self.router.prepare_run(requests, compat.prompt_settings(self))
+        self.router.prepare_run(requests, self._run())
         return self.router.route(requests)
 
     # ------------------------------------------------------------ lm-eval request types
@@ -232,10 +242,13 @@ class IloraLM(HFLM):
         configuration, or results of different strategies would be mixed. Stamp and check it."""
         db = getattr(cache_hook, "dbdict", None)
         if db is not None:
-            self.router.resolve_seed(compat.run_seed())  # runs of other --seed values are other configurations
+            # before the run's tasks are loaded: its seed and metadata only (the run's context is taken
+            # at its first request)
+            run = compat.run_context(self)
+            self.router.resolve_seed(run.seed)  # runs of other --seed values are other configurations
             # --metadata too: the pack's adapt_seed redraws the adaptation examples the weights come from
             fingerprint = json.dumps({"pretrained": str(self.pretrained_name), **self.router.fingerprint(),
-                                      "metadata": compat.run_metadata()}, sort_keys=True, default=str)
+                                      "metadata": dict(run.metadata)}, sort_keys=True, default=str)
             stamp = db.get(CACHE_STAMP)
             if stamp is None and len(db) > 0:
                 raise IloraError(f"--use_cache file {getattr(db, 'filename', '')} already holds results of another model; "
@@ -251,8 +264,9 @@ class IloraLM(HFLM):
         """Merged by lm-eval into the results `config` (rank 0 only, after the last request: no
         collectives here when there are several ranks)."""
         info = super().get_model_info()
+        run, self._run_context = self._run(), None  # the run ends here
         if self.world_size == 1:  # a run answered from lm-eval's cache never asked the model anything
-            self.router.prepare_run((), compat.prompt_settings(self))
+            self.router.prepare_run((), run)
             self.router.records.use_local()
         name = compat.name_run(self.router.run_name())
         if not self.router.records.log_path:
