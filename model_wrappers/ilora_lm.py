@@ -1,23 +1,15 @@
 """`--model ilora`: HFLM plus a LoRA library composed per document.
 
-This class is lm-eval's face of the package: arguments, tagging, the forward hooks, the
-`--use_cache` stamp. Which composition a document gets, and the record of it (routing log,
-results config), is the Router's business; the arguments are checked in `ilora_eval.model_args`.
-
-How a document's composition reaches the forward pass without re-implementing HFLM's batching:
-- loglikelihood / loglikelihood_rolling: each request's context tokens are prefixed with one tag
-  token `-(composition id + 1)`. HFLM sorts, groups and batches the tagged token lists as usual
-  (so its one-token logits cache can only merge requests of the SAME composition), and
-  `_model_call` strips the tag column into the per-row composition ids.
-- generate_until: contexts are `TaggedContext` strings (a `str` carrying the id), which HFLM
-  passes untouched to `tok_batch_encode`; `_model_generate` applies the recorded ids.
-Requests with different compositions therefore share batches, and results come back in order.
+lm-eval's face of the package: arguments (checked in `model_args`), the run context (read once),
+tagging and the forward hooks; routing is the Router's, the results config `run_report`'s. A
+composition reaches the forward pass through HFLM's own batching: loglikelihood contexts get one tag
+token `-(id + 1)` (HFLM's one-token cache then merges only requests of one composition) that
+`_model_call` strips into per-row ids; generation contexts are `TaggedContext`s (`tok_batch_encode`).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 from functools import partial
 from types import SimpleNamespace
 
@@ -26,6 +18,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from ilora_eval import lm_eval_compat as compat
+from ilora_eval import run_report
 from ilora_eval.composition import inject
 from ilora_eval.distributed import collectives_for
 from ilora_eval.errors import IloraError, install_excepthook
@@ -34,19 +27,15 @@ from ilora_eval.records import check_output_path, write_log_after_save
 from ilora_eval.router import Router
 from ilora_eval.scoring import ScoringModel, TargetScorer
 from ilora_eval.truncation import Truncation
-from ilora_eval.util import as_bool
 
 install_excepthook()
 compat.check_version()
 
 HFLM_ARGS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
-CACHE_STAMP = "__ilora_configuration__"
 
 
 class TaggedContext(str):
     """A generation context that remembers its composition id and task."""
-
-    cid: int
 
     def __new__(cls, text: str, cid: int, task=None):
         obj = super().__new__(cls, text)
@@ -58,11 +47,12 @@ class TaggedContext(str):
 class IloraLM(HFLM):
     _tag_slack = 0  # 1 while tagged token lists are scored: the tag is not a model position
     _detecting = False
+    _run_context = None  # the run now asking (see _run)
 
-    def __init__(self, pretrained, library: str | None = None, strategy: str = "ilora", embedder: str | None = None,
-                 composition: str = "param", exclude: str | None = None, routing_log: str | None = None,
-                 include_path: str | None = None, check_base: bool = True, progress: bool = True,
-                 fit_cache: str | None = None, **kwargs):
+    def __init__(self, pretrained, library: str | None = None, strategy: str = "ilora", composition: str = "param",
+                 **kwargs):
+        """ilora's other arguments (embedder, exclude, routing_log, include_path, check_base, progress,
+        fit_cache, adapter_cache): `model_args.OWN_DEFAULTS`; the strategy's, then HFLM's, in kwargs."""
         args = check_model_args(strategy, library, composition, kwargs, HFLM_ARGS)
         check_output_path(getattr(compat.evaluation_tracker(), "output_path", None))  # before any work
         self.pretrained_name = pretrained
@@ -71,38 +61,24 @@ class IloraLM(HFLM):
         self.cuts = Truncation(self.comm)  # not `truncation`: HFLM's own flag
         if self.comm.cpu:  # HFLM saw one process
             self._rank, self._world_size = self.comm.rank, self.comm.world_size
-
-        from ilora_eval.library import LoraLibrary
-
         self.state = args.composition_state()
-        self.library = None
-        if library is not None:
-            check = pretrained if as_bool(check_base, "check_base") and isinstance(pretrained, str) else None
-            self.library = LoraLibrary.open(library, exclude=exclude, check_base=check)
+        self.library = args.open_library(library, pretrained)
+        if self.library is not None:
             inject(self._model, self.library, self.state)
         context = {"pretrained": str(pretrained), "revision": getattr(self, "revision", None),
                    "composition": self.state.mode, "dtype": str(self._model.dtype)}
         self.router = Router(strategy=strategy, config=args.config, library=self.library, state=self.state,
-                             scorer=TargetScorer(self._scoring_model(), self.state), embedder=embedder,
-                             fit_cache=fit_cache, context=context, collectives=self.comm,
-                             include_paths=[p for p in (include_path or "").split(":") if p],
-                             progress=as_bool(progress, "progress"), library_spec=None if library is None else str(library),
-                             exclude=exclude, routing_log=routing_log)
+                             scorer=TargetScorer(self._scoring_model(), self.state), context=context,
+                             collectives=self.comm, **args.router_kwargs(library))
 
     def _scoring_model(self) -> ScoringModel:
-        tok = self.tokenizer
+        tok, size = self.tokenizer, self.batch_size_per_gpu
         return ScoringModel(model=self._model, backend=self.backend, device=self.device, max_length=HFLM.max_length.fget(self),
                             pad_id=tok.pad_token_id or 0, eos_id=tok.eos_token_id, encode_pair=self._encode_pair,
                             encode=self.tok_encode, encode_special=lambda s: tok(s, add_special_tokens=True).input_ids,
-                            rows_per_batch=self._search_batch_size())
-
-    def _search_batch_size(self) -> int:
-        """The weight search batches rows like lm-eval batches requests: --batch_size, or the
-        size `auto` detects for the longest sequences."""
-        size = self.batch_size_per_gpu
-        if str(size).startswith("auto"):
-            return int(self._detect_batch_size())
-        return int(size)
+                            # the weight search batches rows like lm-eval batches requests: --batch_size,
+                            # or the size `auto` detects for the longest sequences
+                            rows_per_batch=int(self._detect_batch_size() if str(size).startswith("auto") else size))
 
     # ------------------------------------------------------------ collectives (HFLM's contract)
     def all_gather(self, tensor):
@@ -112,12 +88,9 @@ class IloraLM(HFLM):
         return self.comm.barrier() if self.comm.cpu else super().barrier()
 
     # ------------------------------------------------------------ routing
-    _run_context = None
-
     def _run(self) -> compat.RunContext:
-        """The run now asking (tasks, prompt settings, seed, metadata), read from lm-eval once, at
-        its first request, and handed down; get_model_info (the run's end) lets it go. Outside a run
-        it is empty and read again, so a run that follows direct calls is seen."""
+        """The run now asking, read from lm-eval once, at its first request (outside a run: empty,
+        read again), and handed down; get_model_info, the run's end, lets it go."""
         if self._run_context is None or self._run_context.tasks is None:
             self._run_context = compat.run_context(self)
         return self._run_context
@@ -132,7 +105,7 @@ class IloraLM(HFLM):
         new_reqs = []
         for req, cid in zip(requests, cids):
             context, continuation = req.args
-            if context == "":
+            if context == "":  # TemplateLM.loglikelihood's encoding (tests/test_lm_face.py compares)
                 cont = self.tok_encode(continuation, add_special_tokens=False)
                 ctx, cont = ([self.prefix_token_id], cont) if not cont or self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
             elif continuation == "":
@@ -142,14 +115,12 @@ class IloraLM(HFLM):
             new_reqs.append(((context, continuation), self._tag(ctx, cont, cid, req.task_name), cont))
         self.cuts.warn(self.max_length)  # before any forward pass
         # an empty continuation has probability 1; HFLM would assert on it
-        scored = [i for i, r in enumerate(new_reqs) if r[2]]
-        out = [(0.0, True)] * len(new_reqs)
-        for i, res in zip(scored, self._tagged_loglikelihood([new_reqs[i] for i in scored], disable_tqdm)):
-            out[i] = res
-        self._sync()
-        return out
+        scores = iter(self._tagged_loglikelihood([r for r in new_reqs if r[2]], disable_tqdm))
+        return self._synced([next(scores) if r[2] else (0.0, True) for r in new_reqs])
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        # HFLM's rolling windows, each tagged with its document's composition; one scoring call per
+        # rank, so HFLM's padding of the window count across ranks is not needed (tests compare both)
         cids = self._composition_ids(requests)
         windows, owners = [], []
         for i, (req, cid) in enumerate(zip(requests, cids)):
@@ -164,21 +135,19 @@ class IloraLM(HFLM):
             totals[i] += ll
         for req, total in zip(requests, totals):
             self.cache_hook.add_partial("loglikelihood_rolling", (req.args[0],), total)
-        self._sync()
-        return totals
+        return self._synced(totals)
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         cids = self._composition_ids(requests)
         tagged = [SimpleNamespace(args=(TaggedContext(r.args[0], cid, r.task_name), *r.args[1:]))
                   for r, cid in zip(requests, cids)]
-        out = super().generate_until(tagged, disable_tqdm=disable_tqdm)
-        self._sync()
-        return out
+        return self._synced(super().generate_until(tagged, disable_tqdm=disable_tqdm))
 
-    def _sync(self) -> None:
+    def _synced(self, results):
         """The end of a request type, on every rank: gather the records and truncation counts."""
         self.router.records.sync()
         self.cuts.sync()
+        return results
 
     # ------------------------------------------------------------ tagging
     def _tag(self, ctx: list[int], cont: list[int], cid: int, task=None) -> list[int]:
@@ -238,31 +207,17 @@ class IloraLM(HFLM):
 
     # ------------------------------------------------------------ lm-eval's --use_cache
     def set_cache_hook(self, cache_hook) -> None:
-        """lm-eval's request cache keys only on request text: one cache file must serve one
-        configuration, or results of different strategies would be mixed. Stamp and check it."""
         db = getattr(cache_hook, "dbdict", None)
-        if db is not None:
-            # before the run's tasks are loaded: its seed and metadata only (the run's context is taken
-            # at its first request)
+        if db is not None:  # before the run's tasks load: its seed and metadata only
             run = compat.run_context(self)
             self.router.resolve_seed(run.seed)  # runs of other --seed values are other configurations
-            # --metadata too: the pack's adapt_seed redraws the adaptation examples the weights come from
-            fingerprint = json.dumps({"pretrained": str(self.pretrained_name), **self.router.fingerprint(),
-                                      "metadata": dict(run.metadata)}, sort_keys=True, default=str)
-            stamp = db.get(CACHE_STAMP)
-            if stamp is None and len(db) > 0:
-                raise IloraError(f"--use_cache file {getattr(db, 'filename', '')} already holds results of another model; "
-                                 "give each ilora configuration its own --use_cache path")
-            if stamp is not None and stamp != fingerprint:
-                raise IloraError(f"--use_cache file {getattr(db, 'filename', '')} holds results of another ilora configuration "
-                                 f"({stamp}); give each strategy/configuration its own --use_cache path")
-            db[CACHE_STAMP] = fingerprint
+            run_report.stamp_cache(db, {"pretrained": str(self.pretrained_name), **self.router.fingerprint(),
+                                        "metadata": dict(run.metadata)})
         super().set_cache_hook(cache_hook)
 
     # ------------------------------------------------------------ reporting
     def get_model_info(self) -> dict:
-        """Merged by lm-eval into the results `config` (rank 0 only, after the last request: no
-        collectives here when there are several ranks)."""
+        """Merged into the results `config` (rank 0 only, after the last request: no collectives)."""
         info = super().get_model_info()
         run, self._run_context = self._run(), None  # the run ends here
         if self.world_size == 1:  # a run answered from lm-eval's cache never asked the model anything

@@ -21,6 +21,10 @@ from ilora_eval.strategies.fit import TaskFit
 from ilora_eval.util import FALSE, TRUE
 
 
+# adaptation examples per task: the n_adapt default of every strategy that takes one (written here only)
+N_ADAPT = 5
+
+
 @dataclass
 class StrategyConfig:
     """Arguments common to every strategy."""

@@ -9,13 +9,13 @@ import numpy as np
 from ilora_eval.composition import Composition
 from ilora_eval.errors import IloraError
 from ilora_eval.scoring import OBJECTIVES
-from ilora_eval.strategies.base import StrategyConfig, at_least
+from ilora_eval.strategies.base import N_ADAPT, StrategyConfig, at_least
 from ilora_eval.search import SearchConfig, WeightSearch, run_lockstep
 
 
 @dataclass
 class SearchArgs(StrategyConfig, SearchConfig):
-    n_adapt: int = 5
+    n_adapt: int = N_ADAPT
     # "lorahub": LoraHub's default_get_loss exactly (targets with EOS, pooled mean / examples);
     # "mean": lm-eval's continuation encoding, pooled token mean (see ilora_eval.scoring)
     loss: str = "lorahub"

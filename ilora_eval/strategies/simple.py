@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ilora_eval.composition import Composition
-from ilora_eval.strategies.base import Routing, Strategy, StrategyConfig, at_least, check_top_k, top_k
+from ilora_eval.strategies.base import N_ADAPT, Routing, Strategy, StrategyConfig, at_least, check_top_k, top_k
 from ilora_eval.strategies.fit import TaskFit
 
 
@@ -43,7 +43,7 @@ class UniformStrategy(Strategy, name="uniform"):
 
 @dataclass
 class SingleBestConfig(StrategyConfig):
-    n_adapt: int = 5
+    n_adapt: int = N_ADAPT
 
     def validate(self) -> None:
         super().validate()
