@@ -19,20 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ilora_eval.adapter_files import (CONFIG_NAME, INDEX_DIR, TEXTS_NAME, WEIGHT_NAMES, _KEY,  # noqa: F401 (re-exported)
+                                      AdapterEntry, read_config, read_texts)
 from ilora_eval.errors import IloraError
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
-TEXTS_NAME = "texts.jsonl"
-INDEX_DIR = "ilora_index"
-_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
-
-
-@dataclass
-class AdapterEntry:
-    name: str
-    path: Path
-    texts_path: Path | None = None
 
 
 @dataclass
@@ -283,19 +273,6 @@ def _refuse_unmatched(exclude: str, unmatched: list[str], names: list[str]) -> N
                      f"{hint}ids are full matches of the adapters' folder names or manifest ids: {shown}")
 
 
-def read_config(entry: AdapterEntry) -> tuple[dict, bytes]:
-    raw = (entry.path / CONFIG_NAME).read_bytes()
-    try:
-        cfg = json.loads(raw)
-    except json.JSONDecodeError:
-        raise IloraError(f"adapter {entry.name}: {CONFIG_NAME} is not valid JSON; re-save the adapter") from None
-    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
-        raise IloraError(f"adapter {entry.name} is a {cfg.get('peft_type')} adapter; only LoRA adapters can be composed")
-    if cfg.get("use_dora"):
-        raise IloraError(f"adapter {entry.name} uses DoRA; only plain LoRA adapters can be composed")
-    return cfg, raw
-
-
 def read_weights(entry: AdapterEntry) -> tuple[dict[str, torch.Tensor], bytes]:
     for name in WEIGHT_NAMES:
         f = entry.path / name
@@ -377,18 +354,3 @@ def stack(entries, configs, weights, spec: AdapterSpec, dtype) -> dict[str, Stac
             raise IloraError(f"adapter(s) {bad} hold non-finite weights in {module}; re-train or remove them")
         out[module] = StackedModule(A.to(dtype), B.to(dtype))
     return out
-
-
-def read_texts(entry: AdapterEntry, limit: int | None = None) -> list[str]:
-    texts = []
-    with open(entry.texts_path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                texts.append(str(json.loads(line)["text"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise IloraError(f"{entry.texts_path}:{lineno} is not a JSON line with a 'text' field; fix or remove the file") from None
-            if limit and len(texts) >= limit:
-                break
-    return texts

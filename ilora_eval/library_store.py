@@ -127,7 +127,7 @@ class _Meta:
 
 
 def _weight_file(entry) -> tuple[str, os.stat_result]:
-    from ilora_eval.library import WEIGHT_NAMES
+    from ilora_eval.adapter_files import WEIGHT_NAMES
 
     folder = str(entry.path)
     for name in WEIGHT_NAMES:
@@ -154,7 +154,7 @@ def _parse(entry, f: Path, raw: bytes) -> dict[str, torch.Tensor]:
 
 def scan_weight_file(entry, f) -> dict:
     """One full read of a weight file: its sha256, tensor table and non-finite LoRA tensors."""
-    from ilora_eval.library import _KEY
+    from ilora_eval.adapter_files import _KEY
 
     f = Path(f)
     raw = f.read_bytes()
@@ -180,7 +180,7 @@ def _file_sha(path: Path) -> str:
 
 
 def scan_adapter(entry, cache: DigestCache) -> AdapterScan:
-    from ilora_eval.library import CONFIG_NAME, read_config
+    from ilora_eval.adapter_files import CONFIG_NAME, read_config
 
     # plain strings and os.stat: a warm open is a few stat calls per adapter, pathlib would dominate
     cfg_path = os.path.join(str(entry.path), CONFIG_NAME)
@@ -334,7 +334,7 @@ class LazyTexts(Mapping):
     def __getitem__(self, name: str) -> list[str]:
         hit = self._texts.get(name)
         if hit is None:
-            from ilora_eval.library import read_texts
+            from ilora_eval.adapter_files import read_texts
 
             hit = self._texts[name] = read_texts(self._entries[name])
         return hit

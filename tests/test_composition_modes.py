@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ilora_eval.composition import (BASE, Composition, CompositionState, MixingMode, composed_modules, get_mode,
-                                    inject, mode_names, modes, register_mode)
+                                    inject, mode_names, register_mode)
+from ilora_eval.composition import registry
 from ilora_eval.errors import IloraError
 from ilora_eval.library import LoraLibrary
 
@@ -31,7 +32,7 @@ def logits(model, ids=IDS):
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Modes registered by a test stay in that test."""
-    monkeypatch.setattr(modes, "_REGISTRY", dict(modes._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
 
 def test_builtin_modes_are_registered_classes():

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ilora_eval.composition.registry import get_mode
 from ilora_eval.errors import IloraError
 
 BASE = 0  # composition id of "no adapter"
@@ -77,8 +78,6 @@ class CompositionState:
         """The `modes.MixingMode` named by `mode` (the layer calls it; it never branches on the name)."""
         hit = self._mixing
         if hit is None or hit[0] != self.mode:
-            from ilora_eval.composition.modes import get_mode  # modes imports this module
-
             hit = self._mixing = (self.mode, get_mode(self.mode))
         return hit[1]
 
