@@ -10,6 +10,7 @@ token `-(id + 1)` (HFLM's one-token cache then merges only requests of one compo
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from functools import partial
 from types import SimpleNamespace
 
@@ -155,12 +156,19 @@ class IloraLM(HFLM):
         ctx = self.cuts.cut(task, ctx, cont, self.max_length, causal=self.backend == "causal")
         return [-(cid + 1), *ctx]
 
-    def _tagged_loglikelihood(self, reqs, disable_tqdm):
-        self._tag_slack = 1
+    @contextmanager
+    def _setting(self, name: str, value):
+        """`name` = value for the calls inside (HFLM reads it back through the overrides below)."""
+        old = getattr(self, name)
+        setattr(self, name, value)
         try:
-            return self._loglikelihood_tokens(reqs, disable_tqdm=disable_tqdm)
+            yield
         finally:
-            self._tag_slack = 0
+            setattr(self, name, old)
+
+    def _tagged_loglikelihood(self, reqs, disable_tqdm):
+        with self._setting("_tag_slack", 1):
+            return self._loglikelihood_tokens(reqs, disable_tqdm=disable_tqdm)
 
     @property
     def max_length(self) -> int:
@@ -172,14 +180,11 @@ class IloraLM(HFLM):
         tags = inps[:, 0]
         if not bool((tags < 0).all()):
             raise IloraError("internal: a forward pass reached the model without composition tags")
-        self.state.set_rows((-tags - 1).cpu())
-        try:
+        with self.state.rows((-tags - 1).cpu()):
             # causal logits come back one position shorter than the tagged input; HFLM reads the
             # continuation at `inplen + (len(logits) - padded len)`, which absorbs exactly that shift
             return super()._model_call(inps[:, 1:], attn_mask=None if attn_mask is None else attn_mask[:, 1:],
                                        labels=labels)
-        finally:
-            self.state.set_rows(None)
 
     def tok_batch_encode(self, strings, *args, left_truncate_len=None, **kwargs):
         if strings and all(isinstance(s, TaggedContext) for s in strings):
@@ -188,22 +193,15 @@ class IloraLM(HFLM):
         return self.cuts.cut_batch([getattr(s, "task", None) for s in strings], ids, mask, left_truncate_len)
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
-        rows = getattr(self, "_gen_rows", None)
+        rows, self._gen_rows = getattr(self, "_gen_rows", None), None  # one batch's ids, used once
         if rows is None or len(rows) != context.shape[0]:
             raise IloraError("internal: generation reached the model without composition ids")
-        self.state.set_rows(rows)
-        try:
+        with self.state.rows(rows):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
-        finally:
-            self.state.set_rows(None)
-            self._gen_rows = None
 
     def _detect_batch_size(self, requests=None, pos: int = 0):
-        self._detecting = True
-        try:
+        with self._setting("_detecting", True):
             return super()._detect_batch_size(requests, pos)
-        finally:
-            self._detecting = False
 
     # ------------------------------------------------------------ lm-eval's --use_cache
     def set_cache_hook(self, cache_hook) -> None:
