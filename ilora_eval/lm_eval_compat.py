@@ -17,6 +17,8 @@ TaskOutputs) and `simple_evaluate`'s `loaded` (vs the nested `task_dict`).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,3 +337,31 @@ def after_results_saved(callback: Callable[[Path, str], None]) -> bool:
 
     tracker.save_results_aggregated = save_results_aggregated
     return True
+
+
+@contextlib.contextmanager
+def env_report_once():
+    """Many evaluations in one process (the demo): lm-eval's environment report, which shells out
+    to pip for seconds per run, and its git hash are taken once and reused; restored on exit. On a
+    release without them nothing is replaced."""
+    import lm_eval.evaluator as evaluator
+
+    add, git_hash = getattr(evaluator, "add_env_info", None), getattr(evaluator, "get_git_commit_hash", None)
+    if add is None or git_hash is None:
+        yield
+        return
+    env: dict = {}
+
+    def add_env_info(results):
+        if not env:
+            probe: dict = {}
+            add(probe)
+            env.update(probe)
+        results.update(json.loads(json.dumps(env)))
+
+    git = git_hash()
+    evaluator.add_env_info, evaluator.get_git_commit_hash = add_env_info, (lambda: git)
+    try:
+        yield
+    finally:
+        evaluator.add_env_info, evaluator.get_git_commit_hash = add, git_hash

@@ -147,9 +147,9 @@ def _short_hash(data: dict, key: str) -> str | None:
 
 def _gen_kwargs(value: Any) -> Any:
     if isinstance(value, str) and value.strip():
-        from lm_eval.utils import simple_parse_args_string
+        from ilora_eval.run_files import parse_model_args  # lm-eval's own k=v parser
 
-        return simple_parse_args_string(value)
+        return parse_model_args(value)
     return value or None
 
 

@@ -90,37 +90,27 @@ def library_manifest(assets, work: Path, embedder: str | None) -> Path:
 def _process_settings(threads: int):
     """One process, many runs: torch threads as asked, and what is the same for every run computed
     once (lm-eval's environment report shells out to pip for seconds per run; the embedder)."""
-    import lm_eval.evaluator as evaluator
     import torch
 
     import ilora_eval.embeddings as embeddings
+    from ilora_eval import lm_eval_compat as compat
 
-    saved = (torch.get_num_threads(), evaluator.add_env_info, evaluator.get_git_commit_hash,
-             embeddings.load_embedder)
-    env: dict = {}
+    saved = (torch.get_num_threads(), embeddings.load_embedder)
     embedders: dict = {}
-
-    def add_env_info(results):
-        if not env:
-            probe: dict = {}
-            saved[1](probe)
-            env.update(probe)
-        results.update(json.loads(json.dumps(env)))
 
     def load_embedder(name, device="cpu"):
         if (name, device) not in embedders:
-            embedders[(name, device)] = saved[3](name, device=device)
+            embedders[(name, device)] = saved[1](name, device=device)
         return embedders[(name, device)]
 
-    git = saved[2]()
     torch.set_num_threads(threads)
-    evaluator.add_env_info, evaluator.get_git_commit_hash = add_env_info, (lambda: git)
     embeddings.load_embedder = load_embedder
     try:
-        yield
+        with compat.env_report_once():
+            yield
     finally:
         torch.set_num_threads(saved[0])
-        evaluator.add_env_info, evaluator.get_git_commit_hash, embeddings.load_embedder = saved[1:]
+        embeddings.load_embedder = saved[1]
 
 
 @dataclass(frozen=True)
