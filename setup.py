@@ -41,8 +41,8 @@ class build_py_with_pth(build_py):
         return [*super().get_outputs(include_bytecode), os.path.join(self.build_lib, PTH)]
 
 
-class _StrategyWithPth:
-    """Wraps setuptools' editable strategy to add the hook file to the editable wheel."""
+class _WrappedStrategy:
+    """An editable strategy of setuptools, wrapped: context management goes to the inner one."""
 
     def __init__(self, inner):
         self._inner = inner
@@ -53,6 +53,10 @@ class _StrategyWithPth:
 
     def __exit__(self, *exc):
         return self._inner.__exit__(*exc)
+
+
+class _StrategyWithPth(_WrappedStrategy):
+    """Wraps setuptools' editable strategy to add the hook file to the editable wheel."""
 
     def __call__(self, wheel, files, mapping):
         self._inner(wheel, files, mapping)
@@ -99,13 +103,10 @@ def install():
 '''
 
 
-class _SmallFinder:
+class _SmallFinder(_WrappedStrategy):
     """setuptools' lenient editable strategy (`_TopLevelFinder`) with a finder module that imports
     nothing. Used only where every mapped root is a regular package (an __init__.py) and there are
     no namespace packages; otherwise setuptools' own finder is written."""
-
-    def __init__(self, inner):
-        self._inner = inner
 
     @staticmethod
     def wraps(inner) -> bool:
@@ -114,13 +115,6 @@ class _SmallFinder:
         except Exception:  # another setuptools: its own strategy, correct and only slower
             return False
         return not namespaces and all(os.path.isfile(os.path.join(p, "__init__.py")) for p in mapping.values())
-
-    def __enter__(self):
-        self._inner.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._inner.__exit__(*exc)
 
     def __call__(self, wheel, files, mapping):
         finder, _, roots, _ = self._inner.template_vars()

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,15 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BBH = REPO.parent / "shared" / "data" / "bbh"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    """scripts/paper/reproduce.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "paper" / "reproduce.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session", autouse=True)

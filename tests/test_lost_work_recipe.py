@@ -2,20 +2,6 @@
 256 new tokens) as lm-eval applies it to the pack's tasks; the default plan is unchanged."""
 
 import argparse
-import importlib.util
-from pathlib import Path
-
-import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paper" / "reproduce.py"
-
-
-@pytest.fixture(scope="module")
-def recipe():
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def lm_eval_runs(cmds):

@@ -1,9 +1,7 @@
 """The paper-reproduction recipe on local stand-ins of the same layout (no Hub, no GPU)."""
 
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -11,16 +9,6 @@ import tiny
 from ilora_eval.embeddings import HashingEmbedder
 from ilora_eval.library import LoraLibrary
 from ilora_eval.library_index import load_centroids
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paper" / "reproduce.py"
-
-
-@pytest.fixture(scope="module")
-def recipe():
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_manifest_lists_lorahubs_196_adapters(recipe):
